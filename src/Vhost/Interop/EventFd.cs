@@ -1,0 +1,26 @@
+namespace Vhost.Interop;
+
+/// <summary>eventfd(2) operations: the kick and call signals of a virtqueue.</summary>
+public static unsafe class EventFd
+{
+    public static SafeFd Create(bool nonBlocking = false)
+    {
+        int fd = Libc.eventfd(0, Libc.EFD_CLOEXEC | (nonBlocking ? Libc.EFD_NONBLOCK : 0));
+        if (fd < 0) throw new NativeException("eventfd", Libc.Errno);
+        return new SafeFd(fd);
+    }
+
+    /// <summary>Adds one to the counter. Returns false if the write failed (the peer's fd may be gone).</summary>
+    public static bool Signal(SafeFd fd)
+    {
+        ulong one = 1;
+        return Libc.write(fd, &one, 8) == 8;
+    }
+
+    /// <summary>Reads and clears the counter; 0 if it was zero (non-blocking fd) or the read failed.</summary>
+    public static ulong Consume(SafeFd fd)
+    {
+        ulong v = 0;
+        return Libc.read(fd, &v, 8) == 8 ? v : 0;
+    }
+}

@@ -1,0 +1,96 @@
+namespace Vhost.Interop;
+
+/// <summary>One mmap of a file descriptor, unmapped on dispose.</summary>
+public sealed unsafe class MemoryMapping : IDisposable
+{
+    private byte* _address;
+
+    private MemoryMapping(byte* address, nuint length)
+    {
+        _address = address;
+        Length = length;
+    }
+
+    public nuint Length { get; }
+
+    public bool IsDisposed => _address == null;
+
+    /// <summary>The whole mapping. Only valid until Dispose.</summary>
+    public NativeWindow Window => _address == null ? throw new ObjectDisposedException(nameof(MemoryMapping)) : new(_address, Length);
+
+    /// <summary>Maps [0, length) of fd shared, read-write. The caller has checked the fd's size.</summary>
+    public static MemoryMapping Map(SafeFd fd, nuint length, bool writable = true)
+    {
+        if (length == 0) throw new ArgumentOutOfRangeException(nameof(length));
+        void* p = Libc.mmap(null, length, Libc.PROT_READ | (writable ? Libc.PROT_WRITE : 0), Libc.MAP_SHARED, fd, 0);
+        if (p == (void*)-1) throw new NativeException("mmap", Libc.Errno);
+        return new MemoryMapping((byte*)p, length);
+    }
+
+    public void Dispose()
+    {
+        if (_address != null)
+        {
+            _ = Libc.munmap(_address, Length);
+            _address = null;
+        }
+    }
+}
+
+/// <summary>Facts about an fd, from fstat(2), and creation of anonymous memory files.</summary>
+public static unsafe class FileDescriptors
+{
+    public readonly record struct Info(long Size, bool IsRegular, bool IsBlockDevice, uint Mode);
+
+    public static bool TryStat(SafeFd fd, out Info info)
+    {
+        Libc.Stat st;
+        if (Libc.fstat(fd, &st) != 0)
+        {
+            info = default;
+            return false;
+        }
+        uint type = st.Mode & Libc.S_IFMT;
+        info = new Info(st.Size, type == Libc.S_IFREG, type == Libc.S_IFBLK, st.Mode);
+        return true;
+    }
+
+    /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>
+    public static SafeFd CreateMemFd(string name, long size)
+    {
+        int fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);
+        if (fd < 0) throw new NativeException("memfd_create", Libc.Errno);
+        var h = new SafeFd(fd);
+        if (Libc.ftruncate(h, size) != 0)
+        {
+            int e = Libc.Errno;
+            h.Dispose();
+            throw new NativeException("ftruncate", e);
+        }
+        return h;
+    }
+
+    public static void Truncate(SafeFd fd, long size)
+    {
+        if (Libc.ftruncate(fd, size) != 0) throw new NativeException("ftruncate", Libc.Errno);
+    }
+
+    public static (SafeFd Read, SafeFd Write) Pipe()
+    {
+        int* p = stackalloc int[2];
+        if (Libc.pipe2(p, Libc.O_CLOEXEC) != 0) throw new NativeException("pipe2", Libc.Errno);
+        return (new SafeFd(p[0]), new SafeFd(p[1]));
+    }
+
+    public static SafeFd Duplicate(SafeFd fd)
+    {
+        int d = Libc.dup(fd);
+        if (d < 0) throw new NativeException("dup", Libc.Errno);
+        return new SafeFd(d);
+    }
+
+    public static void DataSync(SafeFd fd)
+    {
+        if (Libc.fdatasync(fd) != 0) throw new NativeException("fdatasync", Libc.Errno);
+    }
+}

@@ -1,0 +1,130 @@
+using System.Runtime.CompilerServices;
+using Vhost.Interop;
+
+namespace Vhost.Memory;
+
+/// <summary>
+/// An immutable set of mapped guest regions: the one bounds-checked path from a guest-physical or
+/// front-end virtual address to host memory. A memory-table change builds a new instance and swaps it in
+/// while the rings are quiesced; the data path reads the reference once per burst.
+/// </summary>
+public sealed class GuestMemory
+{
+    private readonly GuestMemoryRegion[] _regions;
+
+    public static GuestMemory Empty { get; } = new([]);
+
+    private GuestMemory(GuestMemoryRegion[] regions) => _regions = regions;
+
+    public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
+
+    public int Count => _regions.Length;
+
+    /// <summary>Builds a table, refusing regions that overlap in either address space.</summary>
+    public static GuestMemory? TryCreate(IEnumerable<GuestMemoryRegion> regions, out string? error)
+    {
+        var list = regions.ToArray();
+        for (int i = 0; i < list.Length; i++)
+        {
+            for (int j = i + 1; j < list.Length; j++)
+            {
+                var a = list[i].Info;
+                var b = list[j].Info;
+                if (a.GuestPhysAddr < b.GuestPhysEnd && b.GuestPhysAddr < a.GuestPhysEnd)
+                {
+                    error = $"regions overlap in guest physical space: [{a}] and [{b}]";
+                    return null;
+                }
+                if (a.UserAddr < b.UserEnd && b.UserAddr < a.UserEnd)
+                {
+                    error = $"regions overlap in front-end address space: [{a}] and [{b}]";
+                    return null;
+                }
+            }
+        }
+        error = null;
+        return new GuestMemory(list);
+    }
+
+    /// <summary>Translates [gpa, gpa+length) when it lies inside one region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTranslate(ulong gpa, ulong length, out NativeWindow window)
+    {
+        var regions = _regions;
+        for (int i = 0; i < regions.Length; i++)
+        {
+            var r = regions[i];
+            ulong off = gpa - r.Info.GuestPhysAddr;
+            if (gpa >= r.Info.GuestPhysAddr && off < r.Info.Size && length <= r.Info.Size - off)
+            {
+                window = r.Window.Slice((nuint)off, (nuint)length);
+                return true;
+            }
+        }
+        window = default;
+        return false;
+    }
+
+    /// <summary>Translates a front-end virtual address range (the ring addresses of SET_VRING_ADDR).</summary>
+    public bool TryTranslateUserAddress(ulong uva, ulong length, out NativeWindow window)
+    {
+        foreach (var r in _regions)
+        {
+            ulong off = uva - r.Info.UserAddr;
+            if (uva >= r.Info.UserAddr && off < r.Info.Size && length <= r.Info.Size - off)
+            {
+                window = r.Window.Slice((nuint)off, (nuint)length);
+                return true;
+            }
+        }
+        window = default;
+        return false;
+    }
+
+    /// <summary>Front-end virtual address to guest physical, for the dirty log of ring writes.</summary>
+    public bool TryUserToGuestPhys(ulong uva, out ulong gpa)
+    {
+        foreach (var r in _regions)
+        {
+            if (uva >= r.Info.UserAddr && uva - r.Info.UserAddr < r.Info.Size)
+            {
+                gpa = r.Info.GuestPhysAddr + (uva - r.Info.UserAddr);
+                return true;
+            }
+        }
+        gpa = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// Translates a buffer that may cross from one region into an adjacent one. Writes the pieces into
+    /// <paramref name="pieces"/> and returns how many, or -1 when part of the range is unmapped or there
+    /// are more pieces than room.
+    /// </summary>
+    public int TranslateSplit(ulong gpa, ulong length, Span<NativeWindow> pieces)
+    {
+        int n = 0;
+        if (length == 0)
+        {
+            if (pieces.Length == 0 || !TryTranslate(gpa, 0, out var w)) return -1;
+            pieces[0] = w;
+            return 1;
+        }
+        while (length > 0)
+        {
+            if (n == pieces.Length) return -1;
+            GuestMemoryRegion? hit = null;
+            foreach (var r in _regions)
+            {
+                if (gpa >= r.Info.GuestPhysAddr && gpa - r.Info.GuestPhysAddr < r.Info.Size) { hit = r; break; }
+            }
+            if (hit == null) return -1;
+            ulong off = gpa - hit.Info.GuestPhysAddr;
+            ulong take = Math.Min(length, hit.Info.Size - off);
+            pieces[n++] = hit.Window.Slice((nuint)off, (nuint)take);
+            gpa += take;
+            length -= take;
+        }
+        return n;
+    }
+}

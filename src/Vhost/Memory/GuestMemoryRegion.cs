@@ -1,0 +1,94 @@
+using Vhost.Interop;
+
+namespace Vhost.Memory;
+
+/// <summary>A region as the front-end describes it (VhostUserMemoryRegion).</summary>
+public readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Size, ulong UserAddr, ulong MmapOffset)
+{
+    public ulong GuestPhysEnd => GuestPhysAddr + Size;
+
+    public ulong UserEnd => UserAddr + Size;
+
+    public override string ToString() =>
+        $"gpa 0x{GuestPhysAddr:x} size 0x{Size:x} uva 0x{UserAddr:x} offset 0x{MmapOffset:x}";
+}
+
+/// <summary>
+/// One mapped guest region. Creation checks the description and the fd before mapping, so that a
+/// front-end cannot make us touch memory beyond the end of its file (SIGBUS) or wrap an address.
+/// </summary>
+public sealed class GuestMemoryRegion : IDisposable
+{
+    private readonly MemoryMapping _mapping;
+    private readonly SafeFd _fd;
+
+    private GuestMemoryRegion(MemoryRegionInfo info, MemoryMapping mapping, SafeFd fd)
+    {
+        Info = info;
+        _mapping = mapping;
+        _fd = fd;
+        Window = mapping.Window.Slice((nuint)info.MmapOffset, (nuint)info.Size);
+    }
+
+    public MemoryRegionInfo Info { get; }
+
+    /// <summary>The guest bytes [GuestPhysAddr, GuestPhysEnd).</summary>
+    internal NativeWindow Window { get; }
+
+    /// <summary>The fd the region was mapped from (kept open for GET_INFLIGHT/postcopy and for diagnostics).</summary>
+    public SafeFd Fd => _fd;
+
+    /// <summary>Checks the description alone: what can be refused before looking at the fd.</summary>
+    public static string? Validate(in MemoryRegionInfo info)
+    {
+        if (info.Size == 0) return "region size is zero";
+        if (info.GuestPhysAddr + info.Size < info.GuestPhysAddr) return "guest physical range wraps";
+        if (info.UserAddr + info.Size < info.UserAddr) return "front-end address range wraps";
+        if (info.MmapOffset + info.Size < info.MmapOffset) return "mmap offset plus size wraps";
+        if (info.MmapOffset + info.Size > long.MaxValue) return "mmap offset plus size too large";
+        if (info.Size > (1UL << 46)) return "region larger than 64 TiB";
+        return null;
+    }
+
+    /// <summary>
+    /// Validates and maps. Takes ownership of <paramref name="fd"/> on success; on failure returns null with
+    /// the reason and leaves the fd to the caller.
+    /// </summary>
+    public static GuestMemoryRegion? TryMap(in MemoryRegionInfo info, SafeFd fd, out string? error)
+    {
+        error = Validate(info);
+        if (error != null) return null;
+        if (!FileDescriptors.TryStat(fd, out var st))
+        {
+            error = "fstat on the region's fd failed";
+            return null;
+        }
+        if (!st.IsRegular)
+        {
+            error = $"region fd is not a memory file (mode 0{st.Mode:o})";
+            return null;
+        }
+        ulong needed = info.MmapOffset + info.Size;
+        if ((ulong)st.Size < needed)
+        {
+            error = $"region needs {needed} bytes of its fd but the fd has {st.Size}";
+            return null;
+        }
+        try
+        {
+            var mapping = MemoryMapping.Map(fd, (nuint)needed);
+            return new GuestMemoryRegion(info, mapping, fd);
+        }
+        catch (NativeException e)
+        {
+            error = e.Message;
+            return null;
+        }
+    }
+
+    public void Dispose()
+    {
+        _mapping.Dispose();
+        _fd.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+using Vhost.Interop;
+
+namespace Vhost.Rings;
+
+/// <summary>One piece of a descriptor chain's buffer, translated and bounds-checked.</summary>
+public struct BufferSegment
+{
+    public NativeWindow Window;
+    public bool IsWritable;
+
+    public readonly int Length => (int)Window.Length;
+}
+
+/// <summary>
+/// A chain popped from the available ring. Its segments sit in the caller's segment span at
+/// [SegmentStart, SegmentStart + SegmentCount): the readable ones first, then the writable ones.
+/// </summary>
+public struct DescriptorChain
+{
+    /// <summary>The id to return in the used ring: the head index (split) or the buffer id (packed).</summary>
+    public ushort Id;
+    /// <summary>Ring slots the chain occupied (packed rings advance by this; split: 1).</summary>
+    public ushort SlotCount;
+    public int SegmentStart;
+    public int SegmentCount;
+    /// <summary>Number of readable segments; the writable ones follow them.</summary>
+    public int ReadableSegments;
+    public uint ReadableBytes;
+    public uint WritableBytes;
+}
+
+/// <summary>The addresses of SET_VRING_ADDR (front-end virtual addresses unless IOMMU is on).</summary>
+public readonly record struct VringAddress(uint Index, uint Flags, ulong DescUserAddr, ulong UsedUserAddr, ulong AvailUserAddr, ulong LogGuestAddr)
+{
+    public const uint FlagLog = 1;
+}
+
+/// <summary>What a virtqueue needs from its device to signal the guest.</summary>
+public interface IGuestNotifier
+{
+    /// <summary>Interrupts the guest for <paramref name="queue"/> (or hands that to the application).</summary>
+    void NotifyGuest(Virtqueue queue);
+
+    /// <summary>The queue saw input it cannot trust; the device must stop. Called once per fault.</summary>
+    void QueueFaulted(Virtqueue queue, string reason);
+}
