@@ -19,6 +19,9 @@ public sealed unsafe class UnixSocket : IDisposable
 
     public SafeFd Handle => _fd;
 
+    /// <summary>Wraps a connected socket fd received from the peer (the backend channel).</summary>
+    public static UnixSocket FromFd(SafeFd fd) => new(fd);
+
     public static UnixSocket Listen(string path, int backlog = 16)
     {
         var fd = NewSocket();

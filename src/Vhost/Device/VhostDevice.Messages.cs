@@ -1,0 +1,477 @@
+using System.Buffers.Binary;
+using Microsoft.Extensions.Logging;
+using Vhost.Interop;
+using Vhost.Memory;
+using Vhost.Protocol;
+using Vhost.Rings;
+
+namespace Vhost.Device;
+
+internal enum OutcomeKind
+{
+    Ok,
+    /// <summary>The request was refused; the front-end hears it through REPLY_ACK, or the connection closes.</summary>
+    Failed,
+    /// <summary>The connection cannot go on.</summary>
+    Close,
+}
+
+internal readonly record struct Outcome(OutcomeKind Kind, string? Error = null)
+{
+    public static readonly Outcome Ok = new(OutcomeKind.Ok);
+
+    public static Outcome Fail(string error) => new(OutcomeKind.Failed, error);
+
+    public static Outcome Close(string error) => new(OutcomeKind.Close, error);
+}
+
+/// <summary>The reply payload a handler writes.</summary>
+internal sealed class ReplyBuffer
+{
+    public byte[] Data { get; } = new byte[MessageHeader.MaxPayload];
+
+    public int Length { get; private set; }
+
+    public void Clear() => Length = 0;
+
+    public void U64(ulong v)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(Data, v);
+        Length = 8;
+    }
+
+    public void VringState(uint index, uint num)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(Data, index);
+        BinaryPrimitives.WriteUInt32LittleEndian(Data.AsSpan(4), num);
+        Length = 8;
+    }
+
+    public Span<byte> Reserve(int length)
+    {
+        Length = length;
+        return Data.AsSpan(0, length);
+    }
+}
+
+/// <summary>The message handlers: one per request, each validating before it touches state.</summary>
+public sealed partial class VhostDevice
+{
+    /// <summary>Takes ownership of fds[i] (the connection disposes the rest).</summary>
+    private static SafeFd Take(List<SafeFd?> fds, int i)
+    {
+        var fd = fds[i]!;
+        fds[i] = null;
+        return fd;
+    }
+
+    internal Outcome Handle(in MessageHeader header, ReadOnlySpan<byte> p, List<SafeFd?> fds, ReplyBuffer reply)
+    {
+        var request = (VhostUserRequest)header.Request;
+        switch (request)
+        {
+            case VhostUserRequest.GetFeatures:
+                reply.U64(OfferedFeatures);
+                return Outcome.Ok;
+            case VhostUserRequest.SetFeatures:
+                return SetFeatures(Payload.ReadU64(p));
+            case VhostUserRequest.SetOwner:
+                return Outcome.Ok;
+            case VhostUserRequest.ResetOwner:
+                ResetState("RESET_OWNER");
+                return Outcome.Ok;
+            case VhostUserRequest.ResetDevice:
+                ResetState("RESET_DEVICE");
+                return Outcome.Ok;
+            case VhostUserRequest.GetProtocolFeatures:
+                if (!VirtioFeature.Has(OfferedFeatures, VirtioFeature.ProtocolFeatures))
+                    return Outcome.Close("GET_PROTOCOL_FEATURES without VHOST_USER_F_PROTOCOL_FEATURES offered");
+                reply.U64(_options.ProtocolFeatures);
+                return Outcome.Ok;
+            case VhostUserRequest.SetProtocolFeatures:
+                return SetProtocolFeatures(Payload.ReadU64(p));
+            case VhostUserRequest.GetQueueNum:
+                reply.U64((ulong)(_options.QueueNumReply ?? _options.MaxQueues));
+                return Outcome.Ok;
+            case VhostUserRequest.GetMaxMemSlots:
+                reply.U64((ulong)_options.MaxMemorySlots);
+                return Outcome.Ok;
+            case VhostUserRequest.SetMemTable:
+                return SetMemTable(p, fds);
+            case VhostUserRequest.AddMemReg:
+                return AddMemoryRegion(Payload.ReadRegion(p[8..]), Take(fds, 0));
+            case VhostUserRequest.RemMemReg:
+                return RemoveMemoryRegion(Payload.ReadRegion(p[8..]));
+            case VhostUserRequest.SetVringNum:
+                return SetVringNum(p);
+            case VhostUserRequest.SetVringAddr:
+                return SetVringAddr(Payload.ReadVringAddress(p));
+            case VhostUserRequest.SetVringBase:
+                return SetVringBase(p);
+            case VhostUserRequest.GetVringBase:
+                return GetVringBase(p, reply);
+            case VhostUserRequest.SetVringKick:
+            case VhostUserRequest.SetVringCall:
+            case VhostUserRequest.SetVringErr:
+                return SetVringFd(request, Payload.ReadU64(p), fds);
+            case VhostUserRequest.SetVringEnable:
+                return SetVringEnable(p);
+            case VhostUserRequest.VringKick:
+                return InbandKick(p);
+            case VhostUserRequest.SetStatus:
+                return SetStatus(Payload.ReadU64(p));
+            case VhostUserRequest.GetStatus:
+                reply.U64((ulong)Status);
+                return Outcome.Ok;
+            case VhostUserRequest.GetConfig:
+                return GetConfig(p, reply);
+            case VhostUserRequest.SetConfig:
+                return SetConfig(p);
+            case VhostUserRequest.SetBackendReqFd:
+                if (!HasProtocolFeature(ProtocolFeature.BackendReq))
+                    return Outcome.Fail("SET_BACKEND_REQ_FD without VHOST_USER_PROTOCOL_F_BACKEND_REQ");
+                _backendChannel?.Dispose();
+                _backendChannel = UnixSocket.FromFd(Take(fds, 0));
+                return Outcome.Ok;
+            case VhostUserRequest.SendRarp:
+                return SendRarp(Payload.ReadU64(p));
+            case VhostUserRequest.NetSetMtu:
+                return SetMtu(Payload.ReadU64(p));
+            default:
+                if (ExtensionHandler is { } ext && ext(this, header, p, fds, reply) is { } o) return o;
+                return Outcome.Fail($"{request} is not supported by this back-end");
+        }
+    }
+
+    /// <summary>Hook through which later features (dirty log, IOTLB, inflight) claim their requests.</summary>
+    internal static Func<VhostDevice, MessageHeader, ReadOnlySpan<byte>, List<SafeFd?>, ReplyBuffer, Outcome?>? ExtensionHandler { get; set; }
+
+    private ulong OfferedFeatures => _options.Features;
+
+    private bool ValidQueue(uint index, out Virtqueue queue, out Outcome error)
+    {
+        if (index >= (uint)_queues.Length)
+        {
+            queue = null!;
+            error = Outcome.Close($"queue index {index} out of range (this device has {_queues.Length})");
+            return false;
+        }
+        queue = _queues[index];
+        error = default;
+        return true;
+    }
+
+    private Outcome SetFeatures(ulong features)
+    {
+        ulong unknown = features & ~OfferedFeatures;
+        if (unknown != 0) return Outcome.Fail($"SET_FEATURES 0x{features:x} has bits never offered: 0x{unknown:x}");
+        if (_running)
+        {
+            if (features == Features) return Outcome.Ok;
+            ulong changed = features ^ Features;
+            if ((changed & ~(1UL << VirtioFeature.LogAll)) != 0)
+                return Outcome.Fail($"SET_FEATURES changes 0x{changed:x} while the device runs");
+            Features = features;
+            _ops?.FeaturesChanged(this, features);
+            return Outcome.Ok;
+        }
+        bool packedChanged = FeaturesSet && ((features ^ Features) & (1UL << VirtioFeature.RingPacked)) != 0;
+        Features = features;
+        FeaturesSet = true;
+        WithAllQueuesLocked(() =>
+        {
+            foreach (var q in _queues)
+            {
+                q.SetFeatures(features);
+                if (packedChanged && q.Size > 0 && Virtqueue.ValidateSize((uint)q.Size, q.IsPacked) is { } e)
+                    _logger.LogWarning("queue {Queue}: {Error} after the ring format changed", q.Index, e);
+            }
+        });
+        // Without protocol features, rings start enabled (spec: "Ring states").
+        _logger.LogDebug("device {Id}: features 0x{Features:x}", Id, features);
+        return Outcome.Ok;
+    }
+
+    private Outcome SetProtocolFeatures(ulong features)
+    {
+        ulong unknown = features & ~_options.ProtocolFeatures;
+        if (unknown != 0) return Outcome.Fail($"SET_PROTOCOL_FEATURES 0x{features:x} has bits never offered: 0x{unknown:x}");
+        ProtocolFeatures = features;
+        return Outcome.Ok;
+    }
+
+    private Outcome SetMemTable(ReadOnlySpan<byte> p, List<SafeFd?> fds)
+    {
+        uint n = BinaryPrimitives.ReadUInt32LittleEndian(p);
+        if (n == 0) return Outcome.Fail("SET_MEM_TABLE with no regions");
+        if (n > Payload.MaxMemoryTableRegions) return Outcome.Close($"SET_MEM_TABLE with {n} regions (at most {Payload.MaxMemoryTableRegions})");
+        if (n > _options.MaxMemorySlots) return Outcome.Fail($"SET_MEM_TABLE with {n} regions but {_options.MaxMemorySlots} slots");
+        int needed = Payload.MemoryTableHeader + (int)n * Payload.MemoryRegion;
+        if (p.Length < needed) return Outcome.Close($"SET_MEM_TABLE payload of {p.Length} bytes cannot hold {n} regions");
+        if (fds.Count != n) return Outcome.Close($"SET_MEM_TABLE describes {n} regions but carries {fds.Count} fds");
+
+        var mapped = new List<GuestMemoryRegion>((int)n);
+        for (int i = 0; i < n; i++)
+        {
+            var info = Payload.ReadRegion(p.Slice(Payload.MemoryTableHeader + i * Payload.MemoryRegion));
+            var region = GuestMemoryRegion.TryMap(info, fds[i]!, out var error);
+            if (region == null)
+            {
+                foreach (var r in mapped) r.Dispose();
+                return Outcome.Fail($"memory region {i} [{info}]: {error}");
+            }
+            fds[i] = null;
+            mapped.Add(region);
+        }
+        var table = GuestMemory.TryCreate(mapped, out var overlap);
+        if (table == null)
+        {
+            foreach (var r in mapped) r.Dispose();
+            return Outcome.Fail(overlap!);
+        }
+        // the application must stop touching the old memory before it goes (as DPDK does)
+        StopRunning("memory table changed");
+        var old = _regions.ToArray();
+        string? ringError = null;
+        WithAllQueuesLocked(() =>
+        {
+            Memory = table;
+            foreach (var q in _queues)
+            {
+                if (q.Remap(table) is { } e) ringError ??= $"queue {q.Index}: {e}";
+            }
+        });
+        foreach (var r in old) r.Dispose();
+        _regions.Clear();
+        _regions.AddRange(mapped);
+        _logger.LogDebug("device {Id}: memory table of {Count} regions", Id, n);
+        return ringError == null ? Outcome.Ok : Outcome.Fail(ringError);
+    }
+
+    private Outcome AddMemoryRegion(MemoryRegionInfo info, SafeFd fd)
+    {
+        if (_regions.Count >= _options.MaxMemorySlots)
+        {
+            fd.Dispose();
+            return Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
+        }
+        var region = GuestMemoryRegion.TryMap(info, fd, out var error);
+        if (region == null)
+        {
+            fd.Dispose();
+            return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
+        }
+        var table = GuestMemory.TryCreate(_regions.Append(region), out error);
+        if (table == null)
+        {
+            region.Dispose();
+            return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
+        }
+        _regions.Add(region);
+        SwapMemory(table);
+        return Outcome.Ok;
+    }
+
+    private Outcome RemoveMemoryRegion(MemoryRegionInfo info)
+    {
+        var region = _regions.Find(r => r.Info.GuestPhysAddr == info.GuestPhysAddr && r.Info.Size == info.Size);
+        if (region == null) return Outcome.Fail($"REM_MEM_REG [{info}]: no such region");
+        foreach (var q in _queues)
+        {
+            if (q.Started && q.Address is { } a && RingsInside(a, region.Info))
+                return Outcome.Fail($"REM_MEM_REG [{info}]: queue {q.Index} has its rings there");
+        }
+        var table = GuestMemory.TryCreate(_regions.Where(r => r != region), out _)!;
+        SwapMemory(table);
+        _regions.Remove(region);
+        region.Dispose();
+        return Outcome.Ok;
+    }
+
+    private static bool RingsInside(VringAddress a, MemoryRegionInfo r)
+    {
+        bool In(ulong uva) => uva >= r.UserAddr && uva - r.UserAddr < r.Size;
+        return In(a.DescUserAddr) || In(a.AvailUserAddr) || In(a.UsedUserAddr);
+    }
+
+    private void SwapMemory(GuestMemory table)
+    {
+        WithAllQueuesLocked(() =>
+        {
+            Memory = table;
+            foreach (var q in _queues)
+            {
+                if (q.Remap(table) is { } e) _logger.LogWarning("queue {Queue}: {Error}", q.Index, e);
+            }
+        });
+    }
+
+    private Outcome SetVringNum(ReadOnlySpan<byte> p)
+    {
+        var (index, num) = Payload.ReadVringState(p);
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        if (q.Started) return Outcome.Fail($"SET_VRING_NUM for queue {index} while it runs");
+        string? error;
+        lock (q.AccessLock) error = q.SetSize(num);
+        return error == null ? Outcome.Ok : Outcome.Fail($"queue {index}: {error}");
+    }
+
+    private Outcome SetVringAddr(VringAddress address)
+    {
+        if (!ValidQueue(address.Index, out var q, out var err)) return err;
+        string? error = null;
+        lock (q.AccessLock)
+        {
+            q.SetAddress(address);
+            // a running ring gets new addresses when logging starts: translate again at once
+            if (q.Started) error = q.Remap(Memory);
+        }
+        return error == null ? Outcome.Ok : Outcome.Fail($"queue {address.Index}: {error}");
+    }
+
+    private Outcome SetVringBase(ReadOnlySpan<byte> p)
+    {
+        var (index, num) = Payload.ReadVringState(p);
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        if (q.Started) return Outcome.Fail($"SET_VRING_BASE for queue {index} while it runs");
+        string? error;
+        lock (q.AccessLock) error = q.SetBase(num);
+        return error == null ? Outcome.Ok : Outcome.Fail($"queue {index}: {error}");
+    }
+
+    private Outcome GetVringBase(ReadOnlySpan<byte> p, ReplyBuffer reply)
+    {
+        var (index, _) = Payload.ReadVringState(p);
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        // the front-end stops a ring: the application must let go of the device first (DPDK does the same)
+        StopRunning($"GET_VRING_BASE stopped queue {index}");
+        uint b;
+        lock (q.AccessLock)
+        {
+            b = q.Stop();
+            q.SetKick(null, false);
+            q.SetCall(null, false);
+        }
+        reply.VringState(index, b);
+        return Outcome.Ok;
+    }
+
+    private Outcome SetVringFd(VhostUserRequest request, ulong value, List<SafeFd?> fds)
+    {
+        uint index = (uint)(value & Payload.VringIndexMask);
+        bool noFd = (value & Payload.VringNoFdFlag) != 0;
+        if ((value & ~(Payload.VringIndexMask | Payload.VringNoFdFlag)) != 0)
+            return Outcome.Close($"{request} payload 0x{value:x} has unknown bits");
+        if (noFd && fds.Count != 0) return Outcome.Close($"{request} says no fd but carries {fds.Count}");
+        if (!noFd && fds.Count != 1) return Outcome.Close($"{request} needs one fd and carries {fds.Count}");
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        SafeFd? fd = noFd ? null : Take(fds, 0);
+        if (fd != null && !FileDescriptors.TryStat(fd, out _))
+        {
+            fd.Dispose();
+            return Outcome.Fail($"{request} for queue {index}: the fd is not usable");
+        }
+        switch (request)
+        {
+            case VhostUserRequest.SetVringCall:
+                lock (q.AccessLock) q.SetCall(fd, noFd);
+                return Outcome.Ok;
+            case VhostUserRequest.SetVringErr:
+                lock (q.AccessLock) q.SetErr(fd);
+                return Outcome.Ok;
+        }
+        // SET_VRING_KICK starts the ring. With no fd, in-band kicks (VRING_KICK) go to a private eventfd
+        // so event-driven back-ends wait the same way in both modes.
+        string? error = null;
+        lock (q.AccessLock)
+        {
+            q.SetKick(fd ?? EventFd.Create(nonBlocking: true), noFd);
+            if (!VirtioFeature.Has(Features, VirtioFeature.ProtocolFeatures)) q.Enabled = true;
+            if (Memory.Count > 0 && q.Size > 0 && q.Address != null && !q.Started) error = q.Start(Memory);
+        }
+        return error == null ? Outcome.Ok : Outcome.Fail($"queue {index} cannot start: {error}");
+    }
+
+    private Outcome SetVringEnable(ReadOnlySpan<byte> p)
+    {
+        var (index, num) = Payload.ReadVringState(p);
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        if (num > 1) return Outcome.Fail($"SET_VRING_ENABLE for queue {index} with state {num}");
+        bool enable = num == 1;
+        lock (q.AccessLock) q.Enabled = enable;
+        _ops?.VringStateChanged(this, (int)index, enable);
+        return Outcome.Ok;
+    }
+
+    private Outcome InbandKick(ReadOnlySpan<byte> p)
+    {
+        var (index, _) = Payload.ReadVringState(p);
+        if (!ValidQueue(index, out var q, out var err)) return err;
+        if (q.KickFd is { } fd) EventFd.Signal(fd);
+        return Outcome.Ok;
+    }
+
+    private Outcome SetStatus(ulong value)
+    {
+        if (value > 0xff) return Outcome.Fail($"SET_STATUS 0x{value:x} is not a status byte");
+        var status = (VirtioDeviceStatus)value;
+        if ((status & VirtioDeviceStatus.FeaturesOk) != 0 && !FeaturesSet)
+            _logger.LogWarning("device {Id}: FEATURES_OK before SET_FEATURES", Id);
+        Status = status;
+        return Outcome.Ok;
+    }
+
+    private Outcome GetConfig(ReadOnlySpan<byte> p, ReplyBuffer reply)
+    {
+        uint offset = BinaryPrimitives.ReadUInt32LittleEndian(p);
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(p[4..]);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(p[8..]);
+        if (size > Payload.MaxConfigSize || offset > Payload.MaxConfigSize || offset + size > Payload.MaxConfigSize)
+            return Outcome.Close($"GET_CONFIG offset {offset} size {size} beyond the {Payload.MaxConfigSize}-byte config space");
+        var r = reply.Reserve(Payload.ConfigHeader + (int)size);
+        r.Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(r, offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(r[4..], size);
+        BinaryPrimitives.WriteUInt32LittleEndian(r[8..], flags);
+        if (_options.ConfigSpace is not { } cfg || !cfg.Read(this, offset, r.Slice(Payload.ConfigHeader, (int)size)))
+        {
+            // a zero-sized reply tells the front-end the read failed (what QEMU checks for)
+            BinaryPrimitives.WriteUInt32LittleEndian(r[4..], 0);
+            reply.Reserve(Payload.ConfigHeader);
+            _logger.LogWarning("device {Id}: GET_CONFIG offset {Offset} size {Size} refused", Id, offset, size);
+        }
+        return Outcome.Ok;
+    }
+
+    private Outcome SetConfig(ReadOnlySpan<byte> p)
+    {
+        uint offset = BinaryPrimitives.ReadUInt32LittleEndian(p);
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(p[4..]);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(p[8..]);
+        if (size > Payload.MaxConfigSize || offset + (ulong)size > Payload.MaxConfigSize || p.Length < Payload.ConfigHeader + size)
+            return Outcome.Close($"SET_CONFIG offset {offset} size {size} does not fit the message or the config space");
+        if (_options.ConfigSpace is not { } cfg) return Outcome.Fail("SET_CONFIG: this device has no config space");
+        return cfg.Write(this, offset, p.Slice(Payload.ConfigHeader, (int)size), flags)
+            ? Outcome.Ok : Outcome.Fail($"SET_CONFIG offset {offset} size {size} refused");
+    }
+
+    private Outcome SendRarp(ulong value)
+    {
+        if (!HasProtocolFeature(ProtocolFeature.Rarp)) return Outcome.Fail("SEND_RARP without VHOST_USER_PROTOCOL_F_RARP");
+        var mac = new byte[6];
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(b, value);
+        b[..6].CopyTo(mac);
+        RarpMac = mac;
+        RarpPending = true;
+        return Outcome.Ok;
+    }
+
+    private Outcome SetMtu(ulong value)
+    {
+        if (!HasProtocolFeature(ProtocolFeature.NetMtu)) return Outcome.Fail("NET_SET_MTU without VHOST_USER_PROTOCOL_F_NET_MTU");
+        if (value is < 68 or > 65535) return Outcome.Fail($"NET_SET_MTU {value} outside 68..65535");
+        Mtu = (int)value;
+        return Outcome.Ok;
+    }
+}

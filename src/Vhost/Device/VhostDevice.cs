@@ -1,0 +1,264 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Vhost.Interop;
+using Vhost.Memory;
+using Vhost.Protocol;
+using Vhost.Rings;
+
+namespace Vhost.Device;
+
+/// <summary>
+/// One vhost-user device: a front-end connection and everything it set up (features, memory table,
+/// virtqueues). The counterpart of DPDK's `struct virtio_net` reached through a vid.
+/// Control-plane state changes only on the connection thread; the data path sees the queues.
+/// </summary>
+public sealed partial class VhostDevice : IGuestNotifier
+{
+    private static readonly ConcurrentDictionary<int, VhostDevice> Registry = new();
+    private static int _nextId;
+
+    private readonly VhostSocketOptions _options;
+    private readonly VhostDeviceOps? _ops;
+    private readonly ILogger _logger;
+    private readonly Virtqueue[] _queues;
+    private readonly List<GuestMemoryRegion> _regions = [];
+    private UnixSocket? _backendChannel;
+    private volatile bool _running;
+    private volatile string? _fault;
+    private Action? _requestClose;
+
+    internal VhostDevice(VhostSocketOptions options, ILogger logger, Action? requestClose)
+    {
+        _options = options;
+        _ops = options.Ops;
+        _logger = logger;
+        _requestClose = requestClose;
+        Id = Interlocked.Increment(ref _nextId) - 1;
+        _queues = new Virtqueue[options.MaxQueues];
+        for (int i = 0; i < _queues.Length; i++) _queues[i] = new Virtqueue(i, logger, this);
+        Registry[Id] = this;
+    }
+
+    /// <summary>The device id (DPDK's vid), unique in this process.</summary>
+    public int Id { get; }
+
+    /// <summary>The socket path this device came from.</summary>
+    public string SocketPath => _options.Path;
+
+    /// <summary>Negotiated virtio features (rte_vhost_get_negotiated_features).</summary>
+    public ulong Features { get; private set; }
+
+    /// <summary>Negotiated protocol features (rte_vhost_get_negotiated_protocol_features).</summary>
+    public ulong ProtocolFeatures { get; private set; }
+
+    public bool FeaturesSet { get; private set; }
+
+    public VirtioDeviceStatus Status { get; private set; }
+
+    /// <summary>The current memory table (rte_vhost_get_mem_table).</summary>
+    public GuestMemory Memory { get; private set; } = GuestMemory.Empty;
+
+    /// <summary>True between new_device and destroy_device.</summary>
+    public bool IsRunning => _running;
+
+    /// <summary>Why the device was stopped for bad input, if it was.</summary>
+    public string? FaultReason => _fault;
+
+    /// <summary>Every queue slot (rte_vhost_get_vring_num gives the count the front-end configured).</summary>
+    public IReadOnlyList<Virtqueue> Queues => _queues;
+
+    /// <summary>Queues the front-end has configured so far.</summary>
+    public int ConfiguredQueueCount
+    {
+        get
+        {
+            int n = 0;
+            for (int i = 0; i < _queues.Length; i++) if (_queues[i].Size > 0 || _queues[i].Address != null) n = i + 1;
+            return n;
+        }
+    }
+
+    /// <summary>MTU the front-end set (NET_SET_MTU), 0 if none.</summary>
+    public int Mtu { get; private set; }
+
+    /// <summary>MAC of the last SEND_RARP; the net library broadcasts a RARP for it and clears the flag.</summary>
+    public byte[]? RarpMac { get; private set; }
+
+    /// <summary>Set by SEND_RARP; a net data path clears it after announcing.</summary>
+    public volatile bool RarpPending;
+
+    /// <summary>Application data (DPDK's rte_vhost_get/set private data, roughly).</summary>
+    public object? Context { get; set; }
+
+    public ILogger Logger => _logger;
+
+    public static VhostDevice? Find(int id) => Registry.TryGetValue(id, out var d) ? d : null;
+
+    public static IReadOnlyCollection<VhostDevice> All => (IReadOnlyCollection<VhostDevice>)Registry.Values;
+
+    public Virtqueue Queue(int id) => _queues[id];
+
+    public bool HasFeature(int bit) => VirtioFeature.Has(Features, bit);
+
+    public bool HasProtocolFeature(ProtocolFeature f) => (ProtocolFeatures & (1UL << (int)f)) != 0;
+
+    /// <summary>
+    /// rte_vhost_vring_call / rte_vhost_notify_guest: interrupts the guest for a queue now, writing the
+    /// call eventfd. Applications that took interrupts over through GuestNotify call this.
+    /// </summary>
+    public bool NotifyGuest(int queueId)
+    {
+        if ((uint)queueId >= (uint)_queues.Length) return false;
+        var q = _queues[queueId];
+        if (q.CallFd is { } fd)
+        {
+            bool ok = EventFd.Signal(fd);
+            _ops?.GuestNotified(this);
+            return ok;
+        }
+        if (q.CallPolling && HasProtocolFeature(ProtocolFeature.InbandNotifications) && _backendChannel != null)
+            return SendBackendVringCall(queueId);
+        return false;
+    }
+
+    void IGuestNotifier.NotifyGuest(Virtqueue queue)
+    {
+        if (_ops != null && _ops.GuestNotify(this, queue.Index)) return;
+        NotifyGuest(queue.Index);
+    }
+
+    void IGuestNotifier.QueueFaulted(Virtqueue queue, string reason) => Fault($"queue {queue.Index}: {reason}");
+
+    /// <summary>Stops the device for bad input: logged once, then the connection is closed.</summary>
+    internal void Fault(string reason)
+    {
+        if (Interlocked.CompareExchange(ref _fault, reason, null) != null) return;
+        _logger.LogError("device {Id} ({Path}): {Reason}; closing the connection", Id, SocketPath, reason);
+        _requestClose?.Invoke();
+    }
+
+    /// <summary>Quiesces every queue (the data path finishes its burst) while <paramref name="change"/> runs.</summary>
+    private void WithAllQueuesLocked(Action change)
+    {
+        int taken = 0;
+        try
+        {
+            for (; taken < _queues.Length; taken++) _queues[taken].AccessLock.Enter();
+            change();
+        }
+        finally
+        {
+            for (int i = taken - 1; i >= 0; i--) _queues[i].AccessLock.Exit();
+        }
+    }
+
+    private int QueuesRequired()
+    {
+        if (_options.QueuesRequiredForReady is { } n) return Math.Min(n, _queues.Length);
+        return Math.Max(1, ConfiguredQueueCount);
+    }
+
+    /// <summary>DPDK's virtio_is_ready: memory, features and the first queues usable.</summary>
+    private bool IsReadyForApplication()
+    {
+        if (!FeaturesSet || Memory.Count == 0) return false;
+        if (HasProtocolFeature(ProtocolFeature.Status) && Status != VirtioDeviceStatus.None
+            && (Status & VirtioDeviceStatus.DriverOk) == 0) return false;
+        int need = QueuesRequired();
+        for (int i = 0; i < need; i++)
+        {
+            var q = _queues[i];
+            if (!q.IsReady || !q.HasCall) return false;
+        }
+        return true;
+    }
+
+    /// <summary>After each message: announce the device once it became ready.</summary>
+    internal void CheckReady()
+    {
+        if (_running || _fault != null || !IsReadyForApplication()) return;
+        bool accepted = _ops?.NewDevice(this) ?? true;
+        if (accepted)
+        {
+            _running = true;
+            _logger.LogInformation("device {Id} ({Path}) ready: features 0x{Features:x}, {Regions} memory regions, {Queues} queues",
+                Id, SocketPath, Features, Memory.Count, ConfiguredQueueCount);
+        }
+    }
+
+    /// <summary>destroy_device, if the application knows the device.</summary>
+    private void StopRunning(string why)
+    {
+        if (!_running) return;
+        _running = false;
+        _logger.LogInformation("device {Id} ({Path}) stopped: {Why}", Id, SocketPath, why);
+        _ops?.DestroyDevice(this);
+    }
+
+    /// <summary>RESET_OWNER / RESET_DEVICE: back to a fresh device on the same connection.</summary>
+    private void ResetState(string why)
+    {
+        StopRunning(why);
+        WithAllQueuesLocked(() =>
+        {
+            foreach (var q in _queues) q.Reset();
+        });
+        Features = 0;
+        FeaturesSet = false;
+        Status = VirtioDeviceStatus.None;
+    }
+
+    /// <summary>The connection is gone: stop, release every fd and mapping.</summary>
+    internal void Close()
+    {
+        _requestClose = null;
+        StopRunning("connection closed");
+        WithAllQueuesLocked(() =>
+        {
+            foreach (var q in _queues) q.Reset();
+            Memory = GuestMemory.Empty;
+        });
+        foreach (var r in _regions) r.Dispose();
+        _regions.Clear();
+        _backendChannel?.Dispose();
+        _backendChannel = null;
+        Registry.TryRemove(Id, out _);
+    }
+
+    private bool SendBackendVringCall(int queueId)
+    {
+        Span<byte> msg = stackalloc byte[MessageHeader.Length + Payload.VringState];
+        new MessageHeader((uint)VhostUserBackendRequest.VringCall, MessageHeader.Version, Payload.VringState).Write(msg);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(msg[12..], (uint)queueId);
+        try
+        {
+            _backendChannel!.Send(msg);
+            _ops?.GuestNotified(this);
+            return true;
+        }
+        catch (IOException e)
+        {
+            _logger.LogWarning("device {Id}: in-band call failed: {Error}", Id, e.Message);
+            return false;
+        }
+    }
+
+    /// <summary>Tells the front-end the config space changed (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG).</summary>
+    public bool SendConfigChange()
+    {
+        if (_backendChannel == null || !HasProtocolFeature(ProtocolFeature.BackendReq)) return false;
+        Span<byte> msg = stackalloc byte[MessageHeader.Length];
+        new MessageHeader((uint)VhostUserBackendRequest.ConfigChangeMsg, MessageHeader.Version, 0).Write(msg);
+        try
+        {
+            _backendChannel.Send(msg);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    public override string ToString() => $"vhost device {Id} ({SocketPath})";
+}

@@ -1,0 +1,57 @@
+using Microsoft.Extensions.Logging;
+using Vhost.Protocol;
+
+namespace Vhost.Device;
+
+/// <summary>What one registered socket serves: the counterpart of rte_vhost_driver_register's flags and
+/// the rte_vhost_driver_set_* calls.</summary>
+public sealed class VhostSocketOptions
+{
+    /// <summary>The virtio features offered when nothing else is said: the ring features every device type
+    /// can use. Device libraries add their own bits.</summary>
+    public const ulong DefaultFeatures =
+        (1UL << VirtioFeature.Version1) | (1UL << VirtioFeature.RingIndirectDesc) |
+        (1UL << VirtioFeature.RingEventIdx) | (1UL << VirtioFeature.NotifyOnEmpty) |
+        (1UL << VirtioFeature.RingPacked) | (1UL << VirtioFeature.InOrder) |
+        (1UL << VirtioFeature.ProtocolFeatures);
+
+    /// <summary>The protocol features the core implements.</summary>
+    public const ulong DefaultProtocolFeatures =
+        (1UL << (int)ProtocolFeature.Mq) | (1UL << (int)ProtocolFeature.ReplyAck) |
+        (1UL << (int)ProtocolFeature.BackendReq) | (1UL << (int)ProtocolFeature.BackendSendFd) |
+        (1UL << (int)ProtocolFeature.ResetDevice) | (1UL << (int)ProtocolFeature.ConfigureMemSlots) |
+        (1UL << (int)ProtocolFeature.Status) | (1UL << (int)ProtocolFeature.InbandNotifications);
+
+    public required string Path { get; init; }
+
+    /// <summary>Connect to the front-end (RTE_VHOST_USER_CLIENT) instead of listening.</summary>
+    public bool Client { get; init; }
+
+    /// <summary>Client mode: reconnect every second after the front-end goes away (RTE_VHOST_USER_NO_RECONNECT off).</summary>
+    public bool Reconnect { get; init; } = true;
+
+    public TimeSpan ReconnectInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    public ulong Features { get; set; } = DefaultFeatures;
+
+    public ulong ProtocolFeatures { get; set; } = DefaultProtocolFeatures;
+
+    /// <summary>Virtqueues a device may have.</summary>
+    public int MaxQueues { get; init; } = 2;
+
+    /// <summary>What GET_QUEUE_NUM answers (queue pairs for net, queues for blk); default MaxQueues.</summary>
+    public int? QueueNumReply { get; init; }
+
+    /// <summary>Queues that must be ready before new_device (2 for net as in DPDK); null: every queue the
+    /// front-end configured, at least one.</summary>
+    public int? QueuesRequiredForReady { get; init; }
+
+    /// <summary>What GET_MAX_MEM_SLOTS answers and the most regions a device maps.</summary>
+    public int MaxMemorySlots { get; init; } = 32;
+
+    public VhostDeviceOps? Ops { get; init; }
+
+    public IDeviceConfigSpace? ConfigSpace { get; init; }
+
+    public ILoggerFactory? LoggerFactory { get; init; }
+}
