@@ -1,1 +1,9 @@
-return 0;
+using System.CommandLine;
+using Vhost.Cli;
+
+var root = new RootCommand("vhost: vhost-user back-ends (virtio-net, virtio-blk) built on Vhost for .NET")
+{
+    NetCommand.Create(),
+    BlkCommand.Create(),
+};
+return root.Parse(args).Invoke();
