@@ -210,6 +210,12 @@ public sealed partial class VhostDevice
         if (p.Length < needed) return Outcome.Close($"SET_MEM_TABLE payload of {p.Length} bytes cannot hold {n} regions");
         if (fds.Count != n) return Outcome.Close($"SET_MEM_TABLE describes {n} regions but carries {fds.Count} fds");
 
+        if (SameTable(p, (int)n))
+        {
+            // QEMU resends an unchanged table often; remapping would stop the device for nothing
+            _logger.LogDebug("device {Id}: memory table unchanged", Id);
+            return Outcome.Ok;
+        }
         var mapped = new List<GuestMemoryRegion>((int)n);
         for (int i = 0; i < n; i++)
         {
@@ -246,6 +252,17 @@ public sealed partial class VhostDevice
         _regions.AddRange(mapped);
         _logger.LogDebug("device {Id}: memory table of {Count} regions", Id, n);
         return ringError == null ? Outcome.Ok : Outcome.Fail(ringError);
+    }
+
+    private bool SameTable(ReadOnlySpan<byte> p, int n)
+    {
+        if (_regions.Count != n) return false;
+        for (int i = 0; i < n; i++)
+        {
+            var info = Payload.ReadRegion(p.Slice(Payload.MemoryTableHeader + i * Payload.MemoryRegion));
+            if (_regions[i].Info != info) return false;
+        }
+        return true;
     }
 
     private Outcome AddMemoryRegion(MemoryRegionInfo info, SafeFd fd)
