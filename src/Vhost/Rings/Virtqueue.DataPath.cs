@@ -1,25 +1,213 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using Vhost.Interop;
+
 namespace Vhost.Rings;
 
-// Placeholder for the data path (split and packed rings); replaced by the ring implementation.
+/// <summary>
+/// The data path shared by both ring formats: staging of used elements, the bad-chain policy and the
+/// public entry points, which dispatch once per call (not per descriptor) on the ring format.
+/// Bad-chain policy: a chain that breaks a rule (loop, bad index, unmapped buffer, nested indirect, ...)
+/// is returned to the guest with length 0 and counted in <see cref="BadChains"/>; ring-level corruption
+/// (avail index more than a ring ahead, a packed chain that never ends) faults the queue.
+/// </summary>
 public sealed partial class Virtqueue
 {
-    private uint _base;
+    internal const ushort DescNext = 1;
+    internal const ushort DescWrite = 2;
+    internal const ushort DescIndirect = 4;
+    private const int MaxIndirectEntries = MaxSize;
 
-    private void SetBaseCore(uint value) => _base = value;
+    private ushort _lastAvail;
+    private ushort _usedIdx;
+    private bool _availWrap = true;
+    private bool _usedWrap = true;
+    private ushort _signalledUsed;
+    private bool _notifyEnabled = true;
 
-    private uint GetBaseCore() => _base;
+    private ushort[] _stagedId = [];
+    private uint[] _stagedLen = [];
+    private ushort[] _stagedSlots = [];
+    private int _staged;
 
-    private void OnStarted() { }
+    private long _badChains;
+    private string? _lastBadChain;
 
-    /// <summary>Pops up to chains.Length available chains whose segments fit into <paramref name="segments"/>.</summary>
-    public int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments) => 0;
+    /// <summary>Chains refused for breaking a rule (returned to the guest with length 0).</summary>
+    public long BadChains => Interlocked.Read(ref _badChains);
+
+    /// <summary>Why the last bad chain was refused.</summary>
+    public string? LastBadChainReason => _lastBadChain;
+
+    /// <summary>The next avail index the back-end will read (split) or slot (packed).</summary>
+    public ushort LastAvailIndex => _lastAvail;
+
+    private void SetBaseCore(uint value)
+    {
+        if (IsPacked)
+        {
+            _lastAvail = (ushort)(value & 0x7fff);
+            _availWrap = ((value >> 15) & 1) != 0;
+            uint high = value >> 16;
+            _usedIdx = high != 0 ? (ushort)(high & 0x7fff) : _lastAvail;
+            _usedWrap = high != 0 ? ((high >> 15) & 1) != 0 : _availWrap;
+        }
+        else
+        {
+            _lastAvail = (ushort)value;
+            _usedIdx = (ushort)value;
+        }
+        _signalledUsed = _usedIdx;
+    }
+
+    private uint GetBaseCore() => IsPacked ? (uint)(_lastAvail | (_availWrap ? 0x8000 : 0)) : _lastAvail;
+
+    private void OnStarted()
+    {
+        if (_stagedId.Length != Size)
+        {
+            _stagedId = new ushort[Size];
+            _stagedLen = new uint[Size];
+            _stagedSlots = new ushort[Size];
+        }
+        _staged = 0;
+        if (!IsPacked)
+        {
+            // The used index in guest memory is the truth after a reconnect: whatever was popped but never
+            // completed by an earlier back-end is offered again (as DPDK does when nothing tracks in-flight).
+            ushort used = Volatile.Read(ref _used.Ref<ushort>(2));
+            if (used != _lastAvail)
+            {
+                _logger.LogWarning("queue {Queue}: avail base {Base} but used index {Used}; resuming from the used index", Index, _lastAvail, used);
+                _lastAvail = used;
+            }
+            _usedIdx = used;
+        }
+        _signalledUsed = _usedIdx;
+    }
+
+    /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
+    public int AvailableCount
+    {
+        get
+        {
+            if (!Started) return 0;
+            if (IsPacked) return PackedHeadAvailable() ? 1 : 0;
+            ushort n = (ushort)(Volatile.Read(ref _avail.Ref<ushort>(2)) - _lastAvail);
+            return n <= Size ? n : 0;
+        }
+    }
+
+    public bool HasAvailable => AvailableCount > 0;
+
+    /// <summary>
+    /// Pops up to chains.Length available chains whose segments fit into <paramref name="segments"/>.
+    /// Bad chains are returned to the guest (length 0) and skipped.
+    /// </summary>
+    public int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    {
+        if (!Started || Faulted) return 0;
+        return IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
+    }
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
-    public void PushUsed(in DescriptorChain chain, uint writtenBytes) { }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(in DescriptorChain chain, uint writtenBytes) => PushUsed(chain.Id, chain.SlotCount, writtenBytes);
+
+    public void PushUsed(ushort id, ushort slotCount, uint writtenBytes)
+    {
+        if (_staged == _stagedId.Length)
+        {
+            if (_staged == 0) return; // not started
+            FlushUsed();
+        }
+        int i = _staged++;
+        _stagedId[i] = id;
+        _stagedLen[i] = writtenBytes;
+        _stagedSlots[i] = slotCount;
+    }
 
     /// <summary>Publishes staged used elements and interrupts the guest if it asked for that.</summary>
-    public void FlushUsed() { }
+    public void FlushUsed()
+    {
+        if (_staged == 0 || !Started) return;
+        if (IsPacked) FlushPacked();
+        else FlushSplit();
+        _staged = 0;
+    }
 
     /// <summary>Asks the driver to kick (true) or not to (false).</summary>
-    public void SetNotificationsEnabled(bool enabled) { }
+    public void SetNotificationsEnabled(bool enabled)
+    {
+        _notifyEnabled = enabled;
+        if (!Started) return;
+        if (IsPacked) SetPackedNotifications(enabled);
+        else SetSplitNotifications(enabled);
+        // the caller re-checks for work after enabling: our store must be visible before its load
+        Interlocked.MemoryBarrier();
+    }
+
+    private void BadChain(string reason)
+    {
+        Interlocked.Increment(ref _badChains);
+        if (_lastBadChain != reason)
+        {
+            _lastBadChain = reason;
+            _logger.LogError("queue {Queue}: bad descriptor chain: {Reason}; returned to the guest unused", Index, reason);
+        }
+    }
+
+    /// <summary>vring_need_event: has the guest's event index been crossed by the used index moving old → new.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool NeedEvent(ushort eventIdx, ushort newIdx, ushort oldIdx) =>
+        (ushort)(newIdx - eventIdx - 1) < (ushort)(newIdx - oldIdx);
+
+    private enum Walk
+    {
+        Ok,
+        Bad,
+        NoRoom,
+    }
+
+    /// <summary>Translates one descriptor's buffer into segments (several if it crosses adjacent regions).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Walk AddBuffer(ulong addr, uint len, bool writable, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
+    {
+        if (len == 0) return Walk.Ok;
+        int at = chain.SegmentCount;
+        if (_memory.TryTranslate(addr, len, out var w))
+        {
+            if (at >= segments.Length) return Walk.NoRoom;
+            segments[at] = new BufferSegment { Window = w, IsWritable = writable };
+            chain.SegmentCount = at + 1;
+        }
+        else
+        {
+            Span<NativeWindow> pieces = stackalloc NativeWindow[4];
+            int n = _memory.TranslateSplit(addr, len, pieces);
+            if (n < 0)
+            {
+                reason = $"buffer 0x{addr:x} (+{len}) is outside guest memory";
+                return Walk.Bad;
+            }
+            if (at + n > segments.Length) return Walk.NoRoom;
+            for (int i = 0; i < n; i++) segments[at + i] = new BufferSegment { Window = pieces[i], IsWritable = writable };
+            chain.SegmentCount = at + n;
+        }
+        if (writable)
+        {
+            chain.WritableBytes += len;
+        }
+        else
+        {
+            if (chain.WritableBytes != 0)
+            {
+                reason = "a readable descriptor follows a writable one";
+                return Walk.Bad;
+            }
+            chain.ReadableBytes += len;
+            chain.ReadableSegments = chain.SegmentCount;
+        }
+        return Walk.Ok;
+    }
 }

@@ -1,0 +1,196 @@
+using System.Buffers.Binary;
+using Vhost.Interop;
+
+namespace Vhost.Rings;
+
+/// <summary>
+/// Packed ring: one descriptor ring shared by driver and device. A slot is available when its AVAIL bit
+/// equals the driver's wrap counter and its USED bit does not; the device marks it used by making both
+/// bits equal its own wrap counter.
+/// </summary>
+public sealed partial class Virtqueue
+{
+    private const ushort PackedAvail = 1 << 7;
+    private const ushort PackedUsed = 1 << 15;
+    private const ushort EventEnable = 0;
+    private const ushort EventDisable = 1;
+    private const ushort EventDesc = 2;
+
+    private bool PackedHeadAvailable()
+    {
+        ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
+        return IsAvailable(flags, _availWrap);
+    }
+
+    private static bool IsAvailable(ushort flags, bool wrap) =>
+        ((flags & PackedAvail) != 0) == wrap && ((flags & PackedUsed) != 0) != wrap;
+
+    private int PopPacked(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    {
+        int n = 0, used = 0;
+        while (n < chains.Length)
+        {
+            // acquire: the head's flags are written last by the driver; the rest of the chain is visible after
+            ushort headFlags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
+            if (!IsAvailable(headFlags, _availWrap)) break;
+            var chain = new DescriptorChain();
+            string? reason = null;
+            var r = WalkPacked(segments[used..], ref chain, ref reason, out int slots, out ushort id);
+            if (Faulted) return n;
+            if (r == Walk.NoRoom)
+            {
+                if (used > 0) break;
+                r = Walk.Bad;
+                reason = $"chain needs more than {segments.Length} segments";
+            }
+            chain.Id = id;
+            chain.SlotCount = (ushort)slots;
+            AdvanceAvail(slots);
+            if (r == Walk.Bad)
+            {
+                BadChain(reason ?? "bad chain");
+                PushUsed(id, (ushort)slots, 0);
+                continue;
+            }
+            chain.SegmentStart = used;
+            used += chain.SegmentCount;
+            chains[n++] = chain;
+        }
+        return n;
+    }
+
+    private void AdvanceAvail(int slots)
+    {
+        int next = _lastAvail + slots;
+        if (next >= Size)
+        {
+            next -= Size;
+            _availWrap = !_availWrap;
+        }
+        _lastAvail = (ushort)next;
+    }
+
+    /// <summary>
+    /// Walks one chain from _lastAvail. Always finds the chain's end (so a bad chain can be skipped whole);
+    /// a chain that runs past the ring size faults the queue.
+    /// </summary>
+    private Walk WalkPacked(Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason, out int slots, out ushort id)
+    {
+        var result = Walk.Ok;
+        int idx = _lastAvail;
+        slots = 0;
+        id = 0;
+        while (true)
+        {
+            if (++slots > Size)
+            {
+                Fault("packed descriptor chain does not end within the ring");
+                return Walk.Bad;
+            }
+            var d = _desc.Span((nuint)(idx * 16), 16);
+            ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(d);
+            uint len = BinaryPrimitives.ReadUInt32LittleEndian(d[8..]);
+            id = BinaryPrimitives.ReadUInt16LittleEndian(d[12..]);
+            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(d[14..]);
+            if (result == Walk.Ok)
+            {
+                if ((flags & DescIndirect) != 0)
+                    result = (flags & DescNext) != 0
+                        ? BadReason(ref reason, "indirect descriptor with NEXT set")
+                        : WalkPackedIndirect(addr, len, segments, ref chain, ref reason);
+                else
+                    result = AddBuffer(addr, len, (flags & DescWrite) != 0, segments, ref chain, ref reason);
+                if (result == Walk.NoRoom) return Walk.NoRoom;
+            }
+            if ((flags & DescNext) == 0) return result;
+            if (++idx == Size) idx = 0;
+        }
+    }
+
+    private static Walk BadReason(ref string? reason, string text)
+    {
+        reason = text;
+        return Walk.Bad;
+    }
+
+    private Walk WalkPackedIndirect(ulong addr, uint len, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
+    {
+        if (!IndirectAllowed) return BadReason(ref reason, "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC");
+        if (len == 0 || len % 16 != 0 || len / 16 > MaxIndirectEntries)
+            return BadReason(ref reason, $"indirect table of {len} bytes (must be a non-zero multiple of 16)");
+        if (!_memory.TryTranslate(addr, len, out NativeWindow table))
+            return BadReason(ref reason, $"indirect table 0x{addr:x} (+{len}) is not inside one guest memory region");
+        int count = (int)(len / 16);
+        for (int i = 0; i < count; i++)
+        {
+            var d = table.Span((nuint)(i * 16), 16);
+            ulong a = BinaryPrimitives.ReadUInt64LittleEndian(d);
+            uint l = BinaryPrimitives.ReadUInt32LittleEndian(d[8..]);
+            ushort f = BinaryPrimitives.ReadUInt16LittleEndian(d[14..]);
+            if ((f & DescIndirect) != 0) return BadReason(ref reason, "indirect descriptor inside an indirect table");
+            var r = AddBuffer(a, l, (f & DescWrite) != 0, segments, ref chain, ref reason);
+            if (r != Walk.Ok) return r;
+        }
+        return Walk.Ok;
+    }
+
+    private void FlushPacked()
+    {
+        ushort old = _usedIdx;
+        int firstIdx = _usedIdx;
+        ushort firstFlags = 0;
+        int u = _usedIdx;
+        bool wrap = _usedWrap;
+        for (int i = 0; i < _staged; i++)
+        {
+            var d = _desc.Span((nuint)(u * 16), 16);
+            ushort flags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | (_stagedLen[i] > 0 ? DescWrite : 0));
+            BinaryPrimitives.WriteUInt32LittleEndian(d[8..], _stagedLen[i]);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[12..], _stagedId[i]);
+            if (i == 0) firstFlags = flags;
+            else Volatile.Write(ref _desc.Ref<ushort>((nuint)(u * 16 + 14)), flags);
+            u += _stagedSlots[i];
+            if (u >= Size)
+            {
+                u -= Size;
+                wrap = !wrap;
+            }
+        }
+        // the batch becomes visible at once: its first descriptor's flags go last (release)
+        Volatile.Write(ref _desc.Ref<ushort>((nuint)(firstIdx * 16 + 14)), firstFlags);
+        _usedIdx = (ushort)u;
+        _usedWrap = wrap;
+        Interlocked.MemoryBarrier();
+        ushort evFlags = Volatile.Read(ref _avail.Ref<ushort>(2));
+        bool interrupt;
+        if (evFlags != EventDesc || !EventIdx)
+        {
+            interrupt = evFlags != EventDisable;
+        }
+        else
+        {
+            ushort offWrap = Volatile.Read(ref _avail.Ref<ushort>(0));
+            int off = offWrap & 0x7fff;
+            int newIdx = _usedIdx;
+            int oldIdx = old;
+            if (newIdx <= oldIdx) oldIdx -= Size;
+            if (((offWrap >> 15) != 0) != _usedWrap) off -= Size;
+            interrupt = (ushort)(newIdx - off - 1) < (ushort)(newIdx - oldIdx);
+        }
+        _signalledUsed = _usedIdx;
+        if (interrupt) Interrupt();
+    }
+
+    private void SetPackedNotifications(bool enabled)
+    {
+        if (enabled && EventIdx)
+        {
+            Volatile.Write(ref _used.Ref<ushort>(0), (ushort)(_lastAvail | (_availWrap ? 0x8000 : 0)));
+            Volatile.Write(ref _used.Ref<ushort>(2), EventDesc);
+        }
+        else
+        {
+            Volatile.Write(ref _used.Ref<ushort>(2), enabled ? EventEnable : EventDisable);
+        }
+    }
+}

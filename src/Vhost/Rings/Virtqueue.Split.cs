@@ -1,0 +1,153 @@
+using System.Buffers.Binary;
+using Vhost.Interop;
+
+namespace Vhost.Rings;
+
+/// <summary>Split ring: descriptor table, avail ring (driver → device), used ring (device → driver).</summary>
+public sealed partial class Virtqueue
+{
+    private const ushort AvailNoInterrupt = 1;
+    private const ushort UsedNoNotify = 1;
+
+    private int PopSplit(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    {
+        ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
+        ushort pending = (ushort)(availIdx - _lastAvail);
+        if (pending == 0) return 0;
+        if (pending > Size)
+        {
+            Fault($"avail index {availIdx} is {pending} entries ahead of {_lastAvail} in a ring of {Size}");
+            return 0;
+        }
+        int mask = Size - 1;
+        int n = 0, used = 0;
+        while (n < chains.Length && pending > 0)
+        {
+            ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
+            var chain = new DescriptorChain { Id = head, SlotCount = 1 };
+            string? reason = null;
+            var r = head < Size
+                ? WalkSplit(head, segments[used..], ref chain, ref reason)
+                : Walk.Bad;
+            if (r == Walk.NoRoom)
+            {
+                if (used > 0) break;
+                r = Walk.Bad;
+                reason = $"chain needs more than {segments.Length} segments";
+            }
+            _lastAvail++;
+            pending--;
+            if (r == Walk.Bad)
+            {
+                BadChain(reason ?? $"head index {head} out of range (ring of {Size})");
+                if (head < Size) PushUsed(head, 1, 0);
+                continue;
+            }
+            chain.SegmentStart = used;
+            used += chain.SegmentCount;
+            chains[n++] = chain;
+        }
+        if (EventIdx && _notifyEnabled) WriteAvailEvent();
+        return n;
+    }
+
+    private Walk WalkSplit(ushort head, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
+    {
+        NativeWindow table = _desc;
+        int tableSize = Size;
+        int limit = Size;
+        int seen = 0;
+        bool indirect = false;
+        uint idx = head;
+        while (true)
+        {
+            if (idx >= (uint)tableSize)
+            {
+                reason = $"next index {idx} out of range (table of {tableSize})";
+                return Walk.Bad;
+            }
+            if (++seen > limit)
+            {
+                reason = indirect ? "indirect chain loops or is longer than its table" : "chain loops or is longer than the ring";
+                return Walk.Bad;
+            }
+            var d = table.Span((nuint)(idx * 16), 16);
+            ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(d);
+            uint len = BinaryPrimitives.ReadUInt32LittleEndian(d[8..]);
+            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(d[12..]);
+            ushort next = BinaryPrimitives.ReadUInt16LittleEndian(d[14..]);
+            if ((flags & DescIndirect) != 0)
+            {
+                if (!IndirectAllowed) { reason = "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC"; return Walk.Bad; }
+                if (indirect) { reason = "indirect descriptor inside an indirect table"; return Walk.Bad; }
+                if ((flags & DescNext) != 0) { reason = "indirect descriptor with NEXT set"; return Walk.Bad; }
+                if (len == 0 || len % 16 != 0 || len / 16 > MaxIndirectEntries)
+                {
+                    reason = $"indirect table of {len} bytes (must be a non-zero multiple of 16)";
+                    return Walk.Bad;
+                }
+                if (!_memory.TryTranslate(addr, len, out table))
+                {
+                    reason = $"indirect table 0x{addr:x} (+{len}) is not inside one guest memory region";
+                    return Walk.Bad;
+                }
+                indirect = true;
+                tableSize = (int)(len / 16);
+                limit = tableSize;
+                seen = 0;
+                idx = 0;
+                continue;
+            }
+            var r = AddBuffer(addr, len, (flags & DescWrite) != 0, segments, ref chain, ref reason);
+            if (r != Walk.Ok) return r;
+            if ((flags & DescNext) == 0) return Walk.Ok;
+            idx = next;
+        }
+    }
+
+    private void FlushSplit()
+    {
+        int mask = Size - 1;
+        ushort old = _usedIdx;
+        ushort u = _usedIdx;
+        for (int i = 0; i < _staged; i++)
+        {
+            var e = _used.Span((nuint)(4 + 8 * (u & mask)), 8);
+            BinaryPrimitives.WriteUInt32LittleEndian(e, _stagedId[i]);
+            BinaryPrimitives.WriteUInt32LittleEndian(e[4..], _stagedLen[i]);
+            u++;
+        }
+        _usedIdx = u;
+        // release: the elements above must be visible before the index that publishes them
+        Volatile.Write(ref _used.Ref<ushort>(2), u);
+        if (EventIdx && _notifyEnabled) WriteAvailEvent();
+        // store (used idx) → load (flags / used_event) needs a full fence
+        Interlocked.MemoryBarrier();
+        bool interrupt;
+        if (EventIdx)
+        {
+            ushort usedEvent = Volatile.Read(ref _avail.Ref<ushort>((nuint)(4 + 2 * Size)));
+            interrupt = NeedEvent(usedEvent, u, old);
+        }
+        else
+        {
+            interrupt = (Volatile.Read(ref _avail.Ref<ushort>(0)) & AvailNoInterrupt) == 0;
+        }
+        _signalledUsed = u;
+        if (interrupt) Interrupt();
+    }
+
+    private void WriteAvailEvent() => Volatile.Write(ref _used.Ref<ushort>((nuint)(4 + 8 * Size)), _lastAvail);
+
+    private void SetSplitNotifications(bool enabled)
+    {
+        if (EventIdx)
+        {
+            // with event idx a stale avail_event is as good as "off": the guest kicks only when it crosses it
+            if (enabled) WriteAvailEvent();
+            return;
+        }
+        ref ushort flags = ref _used.Ref<ushort>(0);
+        Volatile.Write(ref flags, enabled ? (ushort)(flags & ~UsedNoNotify) : (ushort)(flags | UsedNoNotify));
+    }
+}
