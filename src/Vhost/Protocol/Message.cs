@@ -40,6 +40,7 @@ public static class Payload
     public const int SingleMemoryRegion = 8 + MemoryRegion;
     public const int ConfigHeader = 12;
     public const int MaxConfigSize = 256;
+    /// <summary>The C struct is 20 bytes; QEMU sends it padded to 24, so handlers take at least 20.</summary>
     public const int Inflight = 8 + 8 + 2 + 2;
     public const int Log = 16;
     public const int Iotlb = 8 + 8 + 8 + 1 + 1;

@@ -78,8 +78,8 @@ public static class RequestTable
         Add(VhostUserRequest.PostcopyAdvise, SizeRule.Any, 0, reply: true);
         Add(VhostUserRequest.PostcopyListen, SizeRule.Any, 0);
         Add(VhostUserRequest.PostcopyEnd, SizeRule.Any, 0, reply: true);
-        Add(VhostUserRequest.GetInflightFd, SizeRule.Exact, Payload.Inflight, reply: true);
-        Add(VhostUserRequest.SetInflightFd, SizeRule.Exact, Payload.Inflight, 1, 1);
+        Add(VhostUserRequest.GetInflightFd, SizeRule.AtLeast, Payload.Inflight, reply: true);
+        Add(VhostUserRequest.SetInflightFd, SizeRule.AtLeast, Payload.Inflight, 1, 1);
         Add(VhostUserRequest.GpuSetSocket, SizeRule.Any, 0, 1, 1);
         Add(VhostUserRequest.ResetDevice, SizeRule.Any, 0);
         Add(VhostUserRequest.VringKick, SizeRule.Exact, Payload.VringState);
