@@ -3,6 +3,7 @@ using Vhost.Protocol;
 using Vhost.Rings;
 using Vhost.Testing.FrontEnd;
 using Vhost.Testing.Rings;
+using Vhost.Testing.BackEnd;
 
 namespace Vhost.Tests.Device;
 

@@ -3,10 +3,10 @@ using Vhost.Device;
 using Vhost.Testing.FrontEnd;
 using Vhost.Transport;
 
-namespace Vhost.Tests.Device;
+namespace Vhost.Testing.BackEnd;
 
 /// <summary>A served socket in a temp dir with recording callbacks and a log that tests can read.</summary>
-internal sealed class TestBackEnd : IDisposable
+public sealed class TestBackEnd : IDisposable
 {
     public TestBackEnd(int maxQueues = 2, int? required = null, ulong? extraFeatures = null, bool client = false, string? path = null,
         IDeviceConfigSpace? config = null)
@@ -44,7 +44,7 @@ internal sealed class TestBackEnd : IDisposable
 }
 
 /// <summary>Collects log lines so a test can assert the one clear error a refusal must produce.</summary>
-internal sealed class CapturingLoggerProvider : ILoggerProvider
+public sealed class CapturingLoggerProvider : ILoggerProvider
 {
     private readonly System.Collections.Concurrent.ConcurrentQueue<(LogLevel Level, string Text)> _lines = new();
 

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using Vhost.Device;
 
-namespace Vhost.Tests.Device;
+namespace Vhost.Testing.BackEnd;
 
 /// <summary>Records every callback, in order, so tests can wait for and assert on them.</summary>
-internal sealed class RecordingOps : VhostDeviceOps
+public sealed class RecordingOps : VhostDeviceOps
 {
     private readonly BlockingCollection<string> _events = [];
 
