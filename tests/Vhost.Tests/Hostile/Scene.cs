@@ -70,6 +70,12 @@ internal sealed class Scene : IDisposable
         throw new TimeoutException("no second device");
     }
 
+    public void WaitOtherDeviceGone()
+    {
+        var end = DateTime.UtcNow + T;
+        while (Be.Socket.Devices.Count > 1 && DateTime.UtcNow < end) Thread.Sleep(5);
+    }
+
     /// <summary>A hostile connection brought up completely (the chain cases misbehave in the rings only).</summary>
     public (TestFrontEnd Fe, DeviceSetup Setup, VhostDevice Dev, DriverRing Ring) BringUp(bool packed, ushort queueSize = 64)
     {
