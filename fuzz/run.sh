@@ -21,16 +21,17 @@ bin=$out/bin
 if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../src/Vhost" -name '*.cs' -newer "$bin/.instrumented")" ]; then
   rm -rf "$bin"
   dotnet publish "$here/Vhost.Fuzz/Vhost.Fuzz.csproj" -c Release -o "$bin" -v q --nologo
+  # seeds come from the plain build: instrumented code needs the fuzzer's shared memory to run at all
+  for t in messages memtable chains; do
+    mkdir -p "$here/corpus/$t"
+    if [ -z "$(ls -A "$here/corpus/$t")" ]; then dotnet "$bin/Vhost.Fuzz.dll" seed "$t" "$here/corpus/$t"; fi
+  done
   # only the library is instrumented: coverage of the fuzz harness itself would be noise
   sharpfuzz "$bin/Vhost.dll"
   touch "$bin/.instrumented"
 fi
 
 corpus=$here/corpus/$target
-mkdir -p "$corpus"
-if [ -z "$(ls -A "$corpus")" ]; then
-  dotnet "$bin/Vhost.Fuzz.dll" seed "$target" "$corpus"
-fi
 
 findings=$out/$target
 rm -rf "$findings"
