@@ -228,8 +228,9 @@ public sealed partial class Virtqueue
     {
         if (Faulted) return;
         Faulted = true;
-        _logger.LogError("queue {Queue}: {Reason}; stopping the device", Index, reason);
-        _notifier?.QueueFaulted(this, reason);
+        // a device logs the fault itself with its id and path; one line per refusal keeps logs readable
+        if (_notifier == null) _logger.LogError("queue {Queue}: {Reason}; stopping the device", Index, reason);
+        else _notifier.QueueFaulted(this, reason);
     }
 
     /// <summary>Writes the call eventfd (or the application's notify hook decides).</summary>
