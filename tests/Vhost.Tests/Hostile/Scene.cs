@@ -147,7 +147,7 @@ internal sealed class Scene : IDisposable
         var q = dev.Queue(0);
         lock (q.AccessLock)
         {
-            int n = q.Pop(new DescriptorChain[8], segs ?? new BufferSegment[32]);
+            int n = q.Pop(new DescriptorChain[8], segs ?? new BufferSegment[256]);
             q.FlushUsed();
             return n;
         }
