@@ -58,12 +58,12 @@ internal sealed class Scene : IDisposable
     public TestFrontEnd Connect() => Be.Connect();
 
     /// <summary>The device of the newest connection other than the good one, once it exists.</summary>
-    public VhostDevice WaitOtherDevice()
+    public VhostDevice WaitOtherDevice(IReadOnlyCollection<VhostDevice>? except = null)
     {
         var end = DateTime.UtcNow + T;
         while (DateTime.UtcNow < end)
         {
-            var d = Be.Socket.Devices.FirstOrDefault(x => x != Good);
+            var d = Be.Socket.Devices.FirstOrDefault(x => x != Good && (except == null || !except.Contains(x)));
             if (d != null) return d;
             Thread.Sleep(5);
         }
@@ -79,9 +79,10 @@ internal sealed class Scene : IDisposable
     /// <summary>A hostile connection brought up completely (the chain cases misbehave in the rings only).</summary>
     public (TestFrontEnd Fe, DeviceSetup Setup, VhostDevice Dev, DriverRing Ring) BringUp(bool packed, ushort queueSize = 64)
     {
+        var before = Be.Socket.Devices;
         var fe = Be.Connect();
         var setup = DeviceSetup.Run(fe, new DeviceSetupOptions { QueueSize = queueSize, Packed = packed });
-        var dev = WaitOtherDevice();
+        var dev = WaitOtherDevice(before);
         var end = DateTime.UtcNow + T;
         while (!dev.IsRunning && DateTime.UtcNow < end) Thread.Sleep(5);
         Assert.True(dev.IsRunning);
