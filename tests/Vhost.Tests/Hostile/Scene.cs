@@ -39,6 +39,7 @@ internal sealed class Scene : IDisposable
         _goodRing = DriverRing.Create(_goodSetup[0], _goodSetup.Memory);
         AssertGoodDeviceWorks();
         FdBaseline = FdCount();
+        _fdTargets = FdTargets();
         MapBaseline = MapCount();
     }
 
@@ -50,7 +51,28 @@ internal sealed class Scene : IDisposable
 
     public int MapBaseline { get; }
 
-    public static int FdCount() => Directory.EnumerateFileSystemEntries("/proc/self/fd").Count();
+    private readonly List<string> _fdTargets;
+
+    /// <summary>What each fd is (for the failure message: which kind leaked).</summary>
+    public static List<string> FdTargets()
+    {
+        var l = new List<string>();
+        foreach (var f in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            try { l.Add(Path.GetFileName(f) + "->" + new FileInfo(f).LinkTarget); } catch (IOException) { }
+        }
+        return l;
+    }
+
+    /// <summary>
+    /// Fds of the kinds a front-end hands us or makes us open (sockets, eventfds, memfds, pipes); the runtime
+    /// opening assembly files lazily would otherwise show up as noise.
+    /// </summary>
+    public static int FdCount() => FdTargets().Count(IsFrontEndKind);
+
+    private static bool IsFrontEndKind(string t) =>
+        t.Contains("->socket:", StringComparison.Ordinal) || t.Contains("->anon_inode:", StringComparison.Ordinal)
+        || t.Contains("->/memfd:", StringComparison.Ordinal) || t.Contains("->pipe:", StringComparison.Ordinal);
 
     /// <summary>Shared-memory mappings of memfds (both the test front-end's and the back-end's).</summary>
     public static int MapCount() => File.ReadLines("/proc/self/maps").Count(l => l.Contains("memfd:vhost", StringComparison.Ordinal));
@@ -120,7 +142,7 @@ internal sealed class Scene : IDisposable
             if (fds <= FdBaseline && maps <= MapBaseline) break;
             Thread.Sleep(20);
         }
-        Assert.True(fds <= FdBaseline, $"fds: {fds} after, {FdBaseline} before");
+        Assert.True(fds <= FdBaseline, $"fds: {fds} after, {FdBaseline} before; new: {string.Join(", ", FdTargets().Where(IsFrontEndKind).Except(_fdTargets))}");
         Assert.True(maps <= MapBaseline, $"memfd mappings: {maps} after, {MapBaseline} before");
     }
 
