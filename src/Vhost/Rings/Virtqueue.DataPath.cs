@@ -107,7 +107,10 @@ public sealed partial class Virtqueue
     public int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         if (!Started || Faulted) return 0;
-        return IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
+        int n = IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
+        // only bad chains: an application that flushes only after work would never return them to the guest
+        if (n == 0 && _staged > 0) FlushUsed();
+        return n;
     }
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
