@@ -244,3 +244,26 @@ public sealed class RingDataPathTests
         Assert.Equal(id, h.PopOneAndComplete().Id);
     }
 }
+
+public sealed class RingBadChainTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void APopOfOnlyBadChainsReturnsThemWithoutAFlush(bool packed)
+    {
+        // regression: bad chains were only staged, so an application that flushes after real work left the
+        // guest waiting for those buffers forever
+        using var h = new RingHarness(packed);
+        if (packed) ((DriverPackedRing)h.Driver).AddRaw(0xdead_0000_0000, 64, DriverRing.Write, 3);
+        else
+        {
+            h.Driver.WriteDescriptor(0, 0xdead_0000_0000, 64, DriverRing.Write, 0);
+            h.Split.Publish(0);
+        }
+        Assert.Equal(0, h.Pop());
+        Assert.Equal(1, h.Queue.BadChains);
+        Assert.True(h.Driver.TryGetUsed(out var u));
+        Assert.Equal(new UsedElement(packed ? (ushort)3 : (ushort)0, 0), u);
+    }
+}
