@@ -39,6 +39,7 @@ internal sealed class Scene : IDisposable
         _goodRing = DriverRing.Create(_goodSetup[0], _goodSetup.Memory);
         AssertGoodDeviceWorks();
         FdBaseline = FdCount();
+        _fdTargets = FdTargets();
         MapBaseline = MapCount();
     }
 
@@ -50,7 +51,30 @@ internal sealed class Scene : IDisposable
 
     public int MapBaseline { get; }
 
-    public static int FdCount() => Directory.EnumerateFileSystemEntries("/proc/self/fd").Count();
+    /// <summary>
+    /// The fds a device can hold: sockets, eventfds, memfds, pipes. Regular files are left out because the
+    /// runtime maps assemblies lazily (seen: Microsoft.Win32.Registry.dll loaded mid-test), as is the listing's own fd.
+    /// </summary>
+    public static int FdCount() => FdTargets().Values.Count(IsDeviceKind);
+
+    private static bool IsDeviceKind(string target) =>
+        target.StartsWith("socket:", StringComparison.Ordinal) || target.StartsWith("anon_inode:", StringComparison.Ordinal) ||
+        target.StartsWith("pipe:", StringComparison.Ordinal) || target.StartsWith("/memfd:", StringComparison.Ordinal);
+
+    private readonly Dictionary<string, string> _fdTargets = [];
+
+    private static Dictionary<string, string> FdTargets()
+    {
+        var d = new Dictionary<string, string>();
+        foreach (var f in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            try { d[Path.GetFileName(f)] = new FileInfo(f).LinkTarget ?? "?"; }
+            catch (IOException) { }
+        }
+        return d;
+    }
+
+    private string NewFds() => string.Join(", ", FdTargets().Where(kv => !_fdTargets.ContainsKey(kv.Key) && IsDeviceKind(kv.Value)).Select(kv => $"{kv.Key}->{kv.Value}"));
 
     /// <summary>Shared-memory mappings of memfds (both the test front-end's and the back-end's).</summary>
     public static int MapCount() => File.ReadLines("/proc/self/maps").Count(l => l.Contains("memfd:vhost", StringComparison.Ordinal));
@@ -119,7 +143,7 @@ internal sealed class Scene : IDisposable
             if (fds <= FdBaseline && maps <= MapBaseline) break;
             Thread.Sleep(20);
         }
-        Assert.True(fds <= FdBaseline, $"fds: {fds} after, {FdBaseline} before");
+        Assert.True(fds <= FdBaseline, $"fds: {fds} after, {FdBaseline} before; new: {NewFds()}");
         Assert.True(maps <= MapBaseline, $"memfd mappings: {maps} after, {MapBaseline} before");
     }
 
