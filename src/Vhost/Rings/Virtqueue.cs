@@ -83,7 +83,7 @@ public sealed partial class Virtqueue
 
     public GuestMemory Memory => _memory;
 
-    internal ILogger Logger => _logger;
+    public ILogger Logger => _logger;
 
     internal void SetNotifier(IGuestNotifier notifier) => _notifier = notifier;
 
