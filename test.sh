@@ -44,21 +44,18 @@ results=$root/artifacts/test-results
 rm -rf "$results"; mkdir -p "$results"
 start=$(date +%s)
 timeout -k 30 85m dotnet test Vhost.sln -c Release --results-directory "$results" \
-  --logger "console;verbosity=normal" --logger "trx"
-rc=$?
+  --logger "console;verbosity=normal" --logger "trx" 2>&1 | tee "$results/console.log"
+rc=${PIPESTATUS[0]}
 end=$(date +%s)
 
-# sum the Counters of every trx file (no python on a fresh machine: grep and sed)
-passed=0 failed=0 total=0 files=0
-counter() { grep -o "<Counters [^>]*" "$2" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p" | head -n 1; }
-for trx in "$results"/*.trx; do
-  [[ -f $trx ]] || continue
-  files=$((files + 1))
-  v=$(counter passed "$trx"); passed=$((passed + ${v:-0}))
-  v=$(counter total "$trx"); total=$((total + ${v:-0}))
-  for k in failed error timeout aborted; do v=$(counter $k "$trx"); failed=$((failed + ${v:-0})); done
-done
-echo "test.sh: dotnet test exit $rc after $((end - start)) s; $total tests in $files trx files"
+# sum each test assembly's summary ("Total tests: N" / "Passed: N" / "Failed: N"); trx files written in
+# the same second can share a name, so the console is the count of record
+read -r passed failed total files < <(sed 's/\x1b\[[0-9;]*m//g' "$results/console.log" | awk '
+  /^ *Total tests: *[0-9]+/ { t += $NF; n++ }
+  /^ *Passed: *[0-9]+$/     { p += $NF }
+  /^ *Failed: *[0-9]+$/     { f += $NF }
+  END { print p + 0, f + 0, t + 0, n + 0 }')
+echo "test.sh: dotnet test exit $rc after $((end - start)) s; $total tests in $files test assemblies"
 if ((rc != 0 && failed == 0)); then failed=1; fi  # a crash or a build failure counts as a failure
 echo "$passed passed, $failed failed"
 ((rc == 0 && failed == 0))
