@@ -156,10 +156,12 @@ public static class VirtioNet
                     {
                         if (have == chains.Length) break;
                         int got = q.Pop(chains.AsSpan(have, mrg ? chains.Length - have : Math.Min(chains.Length - have, packets.Length - placed)), st.Segments.AsSpan(segUsed));
+                        // Pop numbers segments from the start of the span it was given
+                        int baseSeg = segUsed;
                         for (int j = have; j < have + got; j++)
                         {
-                            chains[j].SegmentStart += segUsed;
-                            segUsed += chains[j].SegmentCount;
+                            chains[j].SegmentStart += baseSeg;
+                            segUsed = chains[j].SegmentStart + chains[j].SegmentCount;
                         }
                         have += got;
                         if (got == 0) break;
