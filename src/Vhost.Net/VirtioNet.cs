@@ -155,7 +155,9 @@ public static class VirtioNet
                     if (k == have)
                     {
                         if (have == chains.Length) break;
-                        int got = q.Pop(chains.AsSpan(have, mrg ? chains.Length - have : Math.Min(chains.Length - have, packets.Length - placed)), st.Segments.AsSpan(segUsed));
+                        // every remaining frame needs at least one chain; more are popped only when a frame needs them
+                        int ask = Math.Max(1, Math.Min(chains.Length - have, packets.Length - placed - (have - k)));
+                        int got = q.Pop(chains.AsSpan(have, ask), st.Segments.AsSpan(segUsed));
                         // Pop numbers segments from the start of the span it was given
                         int baseSeg = segUsed;
                         for (int j = have; j < have + got; j++)
