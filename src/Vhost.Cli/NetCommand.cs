@@ -105,6 +105,19 @@ internal sealed class NetForwarder : IDisposable
                 ? $"{{\"port\":{i},\"total\":true,\"rx_packets\":{s.RxPackets},\"tx_packets\":{s.TxPackets},\"rx_bytes\":{s.RxBytes},\"tx_bytes\":{s.TxBytes},\"dropped\":{s.Dropped}}}"
                 : $"port {i} totals: rx {s.RxPackets} packets {s.RxBytes} bytes, tx {s.TxPackets} packets {s.TxBytes} bytes, dropped {s.Dropped}");
         }
+        foreach (var p in _ports)
+        {
+            if ((p.Device ?? p.LastDevice) is not { } dev) continue;
+            for (int q = 0; q < 2 * _pairs; q++)
+            {
+                var st = VirtioNet.Stats(dev, q);
+                if (st.Packets == 0 && st.Dropped == 0) continue;
+                var nonzero = st.Xstats().Where(x => x.Value != 0).Select(x => json ? $"\"{x.Name}\":{x.Value}" : $"{x.Name}={x.Value}");
+                Console.Out.WriteLine(json
+                    ? $"{{\"port\":{p.Id},\"queue\":{q},{string.Join(",", nonzero)}}}"
+                    : $"port {p.Id} queue {q}: {string.Join(" ", nonzero)}");
+            }
+        }
         return 0;
     }
 
@@ -243,8 +256,12 @@ internal sealed class NetForwarder : IDisposable
             return true;
         }
 
+        /// <summary>The last device seen, for its queue statistics at exit.</summary>
+        public VhostDevice? LastDevice;
+
         public override void DestroyDevice(VhostDevice device)
         {
+            LastDevice = device;
             if (Device == device) Device = null;
             Console.Out.WriteLine($"port {Id}: device {device.Id} gone");
         }
