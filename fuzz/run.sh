@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one SharpFuzz/AFL++ target for a time: fuzz/run.sh messages|memtable|chains SECONDS
 # Installs AFL++ (Debian afl++) and the sharpfuzz instrumentation tool when missing, builds
-# Vhost.Fuzz, instruments Vhost.dll, fuzzes, then keeps the inputs that found new paths (small ones)
+# Vhost.Fuzz, instruments Vhost.Core.dll (the core library's assembly), fuzzes, then keeps the inputs that found new paths (small ones)
 # in fuzz/corpus/TARGET and prints executions, crashes and hangs.
 set -euo pipefail
 target=${1:?target: messages|memtable|chains}
@@ -27,7 +27,7 @@ if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../sr
     if [ -z "$(ls -A "$here/corpus/$t")" ]; then dotnet "$bin/Vhost.Fuzz.dll" seed "$t" "$here/corpus/$t"; fi
   done
   # only the library is instrumented: coverage of the fuzz harness itself would be noise
-  sharpfuzz "$bin/Vhost.dll"
+  sharpfuzz "$bin/Vhost.Core.dll"
   touch "$bin/.instrumented"
 fi
 

@@ -21,9 +21,10 @@ internal static class NetCommand
         var period = new Option<double>("--stats-period") { Description = "seconds between rate lines (0: none)", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "print rates and totals as JSON lines" };
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
+        var count = new Option<long>("--count") { Description = "txonly: stop sending after this many frames per port (0: never), staying connected" };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count,
         };
         cmd.SetAction(r =>
         {
@@ -35,7 +36,7 @@ internal static class NetCommand
             }
             using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
                 .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
-            using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf);
+            using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
@@ -54,8 +55,11 @@ internal sealed class NetForwarder : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Dictionary<ulong, int> _macTable = [];
 
-    public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf)
+    private readonly long _txLimit;
+
+    public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0)
     {
+        _txLimit = txLimit;
         _mode = mode;
         _pairs = Math.Max(1, pairs);
         _txSize = Math.Clamp(txSize, 60, 9000);
@@ -146,7 +150,9 @@ internal sealed class NetForwarder : IDisposable
             {
                 if (_mode == "txonly")
                 {
-                    int sent = VirtioNet.EnqueueBurst(dev, 2 * qp, template);
+                    int want = template.Length;
+                    if (_txLimit > 0) want = (int)Math.Min(want, _txLimit - port.TxPackets);
+                    int sent = want > 0 ? VirtioNet.EnqueueBurst(dev, 2 * qp, template.AsSpan(0, want)) : 0;
                     if (sent > 0) { idle = false; port.CountTx(template.AsSpan(0, sent)); }
                     // txonly never receives: drain and drop what the guest sends
                     int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
