@@ -1,8 +1,286 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Vhost.Device;
+using Vhost.Net;
+using Vhost.Transport;
 
 namespace Vhost.Cli;
 
+/// <summary>`vhost net`: a virtio-net back-end that forwards between its sockets like testpmd's modes.</summary>
 internal static class NetCommand
 {
-    public static Command Create() => new("net", "virtio-net back-end (not yet implemented)");
+    public static Command Create()
+    {
+        var sockets = new Option<string[]>("--socket") { Description = "vhost-user socket path (repeat for more ports)", Required = true, AllowMultipleArgumentsPerToken = false };
+        var fwd = new Option<string>("--fwd") { Description = "io | macswap | rxonly | txonly | switch | responder", DefaultValueFactory = _ => "responder" };
+        var queues = new Option<int>("--queues") { Description = "queue pairs per port", DefaultValueFactory = _ => 1 };
+        var txpkts = new Option<int>("--txpkts") { Description = "frame size for txonly", DefaultValueFactory = _ => 64 };
+        var client = new Option<bool>("--client") { Description = "connect to the front-end instead of listening" };
+        var period = new Option<double>("--stats-period") { Description = "seconds between rate lines (0: none)", DefaultValueFactory = _ => 1 };
+        var json = new Option<bool>("--json") { Description = "print rates and totals as JSON lines" };
+        var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
+        var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
+        {
+            sockets, fwd, queues, txpkts, client, period, json, verbose,
+        };
+        cmd.SetAction(r =>
+        {
+            var mode = r.GetValue(fwd)!;
+            if (!NetForwarder.Modes.Contains(mode))
+            {
+                Console.Error.WriteLine($"unknown --fwd {mode}; one of {string.Join(", ", NetForwarder.Modes)}");
+                return 2;
+            }
+            using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
+                .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
+            using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf);
+            return fwdr.Run(r.GetValue(period), r.GetValue(json));
+        });
+        return cmd;
+    }
+}
+
+/// <summary>The ports, their polling threads and the forwarding modes of `vhost net`.</summary>
+internal sealed class NetForwarder : IDisposable
+{
+    public static readonly string[] Modes = ["io", "macswap", "rxonly", "txonly", "switch", "responder"];
+
+    private readonly Port[] _ports;
+    private readonly string _mode;
+    private readonly int _pairs;
+    private readonly int _txSize;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Dictionary<ulong, int> _macTable = [];
+
+    public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf)
+    {
+        _mode = mode;
+        _pairs = Math.Max(1, pairs);
+        _txSize = Math.Clamp(txSize, 60, 9000);
+        _ports = new Port[paths.Length];
+        for (int i = 0; i < paths.Length; i++)
+        {
+            var port = new Port(i, paths[i]);
+            port.Socket = new VhostUserSocket(NetFeatures.Options(paths[i], _pairs, port, client, lf));
+            _ports[i] = port;
+        }
+    }
+
+    public int Run(double period, bool json)
+    {
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; _stop.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _stop.Cancel(); });
+        foreach (var p in _ports) p.Socket.Start();
+        Console.Out.WriteLine($"vhost net: {_mode} on {string.Join(", ", _ports.Select(p => p.Path))} ({_pairs} queue pair(s) per port)");
+        Console.Out.Flush();
+        var threads = _mode == "switch"
+            ? [new Thread(() => SwitchLoop()) { IsBackground = true, Name = "switch" }]
+            : _ports.Select(p => new Thread(() => PortLoop(p)) { IsBackground = true, Name = $"port {p.Id}" }).ToArray();
+        foreach (var t in threads) t.Start();
+        var sw = Stopwatch.StartNew();
+        var last = _ports.Select(p => p.Snapshot()).ToArray();
+        double lastT = 0;
+        while (!_stop.Token.WaitHandle.WaitOne(period > 0 ? TimeSpan.FromSeconds(period) : Timeout.InfiniteTimeSpan))
+        {
+            double now = sw.Elapsed.TotalSeconds, dt = now - lastT;
+            lastT = now;
+            for (int i = 0; i < _ports.Length; i++)
+            {
+                var s = _ports[i].Snapshot();
+                var d = s - last[i];
+                last[i] = s;
+                Console.Out.WriteLine(json
+                    ? $"{{\"port\":{i},\"rx_pps\":{d.RxPackets / dt:F0},\"tx_pps\":{d.TxPackets / dt:F0},\"rx_bps\":{d.RxBytes * 8 / dt:F0},\"tx_bps\":{d.TxBytes * 8 / dt:F0}}}"
+                    : $"port {i}: rx {d.RxPackets / dt,12:N0} pps {d.RxBytes * 8 / dt / 1e6,10:N1} Mbit/s   tx {d.TxPackets / dt,12:N0} pps {d.TxBytes * 8 / dt / 1e6,10:N1} Mbit/s");
+            }
+            Console.Out.Flush();
+        }
+        foreach (var t in threads) t.Join(TimeSpan.FromSeconds(2));
+        for (int i = 0; i < _ports.Length; i++)
+        {
+            var s = _ports[i].Snapshot();
+            Console.Out.WriteLine(json
+                ? $"{{\"port\":{i},\"total\":true,\"rx_packets\":{s.RxPackets},\"tx_packets\":{s.TxPackets},\"rx_bytes\":{s.RxBytes},\"tx_bytes\":{s.TxBytes},\"dropped\":{s.Dropped}}}"
+                : $"port {i} totals: rx {s.RxPackets} packets {s.RxBytes} bytes, tx {s.TxPackets} packets {s.TxBytes} bytes, dropped {s.Dropped}");
+        }
+        return 0;
+    }
+
+    private void PortLoop(Port port)
+    {
+        using var pool = new PacketPool(8192);
+        var burst = new Packet[32];
+        var replies = new Packet[32];
+        var template = Array.Empty<Packet>();
+        if (_mode == "txonly")
+        {
+            template = new Packet[32];
+            var frame = Frames.TxOnly(_txSize);
+            for (int i = 0; i < template.Length; i++) pool.TryCreate(frame, out template[i]);
+        }
+        while (!_stop.IsCancellationRequested)
+        {
+            var dev = port.Device;
+            if (dev == null || !dev.IsRunning)
+            {
+                Thread.Sleep(1);
+                continue;
+            }
+            bool idle = true;
+            for (int qp = 0; qp < _pairs; qp++)
+            {
+                if (_mode == "txonly")
+                {
+                    int sent = VirtioNet.EnqueueBurst(dev, 2 * qp, template);
+                    if (sent > 0) { idle = false; port.CountTx(template.AsSpan(0, sent)); }
+                    // txonly never receives: drain and drop what the guest sends
+                    int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+                    pool.Free(burst.AsSpan(0, d));
+                    continue;
+                }
+                int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+                if (n == 0) continue;
+                idle = false;
+                port.CountRx(burst.AsSpan(0, n));
+                switch (_mode)
+                {
+                    case "rxonly":
+                        break;
+                    case "io":
+                        port.Send(dev, 2 * qp, burst.AsSpan(0, n));
+                        break;
+                    case "macswap":
+                        for (int i = 0; i < n; i++) Frames.SwapMacs(burst[i].Data);
+                        port.Send(dev, 2 * qp, burst.AsSpan(0, n));
+                        break;
+                    case "responder":
+                        int r = 0;
+                        for (int i = 0; i < n; i++)
+                            if (Frames.Respond(burst[i])) replies[r++] = burst[i];
+                        port.Send(dev, 2 * qp, replies.AsSpan(0, r));
+                        break;
+                }
+                pool.Free(burst.AsSpan(0, n));
+            }
+            if (idle) Thread.SpinWait(50);
+        }
+        foreach (var t in template) if (!t.IsNull) pool.Free(t);
+    }
+
+    /// <summary>A MAC-learning switch between every port (DPDK examples/vhost): one thread, so no locks.</summary>
+    private void SwitchLoop()
+    {
+        using var pool = new PacketPool(16384);
+        var burst = new Packet[32];
+        var one = new Packet[1];
+        while (!_stop.IsCancellationRequested)
+        {
+            bool idle = true;
+            foreach (var port in _ports)
+            {
+                var dev = port.Device;
+                if (dev == null || !dev.IsRunning) continue;
+                for (int qp = 0; qp < _pairs; qp++)
+                {
+                    int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+                    if (n == 0) continue;
+                    idle = false;
+                    port.CountRx(burst.AsSpan(0, n));
+                    for (int i = 0; i < n; i++)
+                    {
+                        var data = burst[i].Data;
+                        _macTable[Frames.Mac(data, 6)] = port.Id;
+                        one[0] = burst[i];
+                        bool unicast = (data[0] & 1) == 0;
+                        if (unicast && _macTable.TryGetValue(Frames.Mac(data, 0), out int to) && to != port.Id)
+                        {
+                            SendTo(_ports[to], one);
+                        }
+                        else
+                        {
+                            foreach (var other in _ports)
+                                if (other != port) SendTo(other, one);
+                        }
+                    }
+                    pool.Free(burst.AsSpan(0, n));
+                }
+            }
+            if (idle) Thread.SpinWait(50);
+        }
+    }
+
+    private static void SendTo(Port port, Packet[] one)
+    {
+        var dev = port.Device;
+        if (dev == null || !dev.IsRunning) { port.Dropped++; return; }
+        port.Send(dev, 0, one);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        foreach (var p in _ports) p.Socket?.Dispose();
+    }
+
+    private sealed class Port(int id, string path) : VhostDeviceOps
+    {
+        public int Id { get; } = id;
+
+        public string Path { get; } = path;
+
+        public VhostUserSocket Socket = null!;
+
+        public volatile VhostDevice? Device;
+
+        public long RxPackets, RxBytes, TxPackets, TxBytes, Dropped;
+
+        public override bool NewDevice(VhostDevice device)
+        {
+            Device = device;
+            Console.Out.WriteLine($"port {Id}: device {device.Id} ready (features 0x{device.Features:x})");
+            return true;
+        }
+
+        public override void DestroyDevice(VhostDevice device)
+        {
+            if (Device == device) Device = null;
+            Console.Out.WriteLine($"port {Id}: device {device.Id} gone");
+        }
+
+        public void CountRx(ReadOnlySpan<Packet> packets)
+        {
+            RxPackets += packets.Length;
+            foreach (var p in packets) RxBytes += p.Length;
+        }
+
+        public void CountTx(ReadOnlySpan<Packet> packets)
+        {
+            TxPackets += packets.Length;
+            foreach (var p in packets) TxBytes += p.Length;
+        }
+
+        /// <summary>Sends, retrying briefly while the guest refills its ring, then drops what is left.</summary>
+        public void Send(VhostDevice dev, int queue, ReadOnlySpan<Packet> packets)
+        {
+            int done = 0;
+            for (int tries = 0; done < packets.Length && tries < 64; tries++)
+            {
+                int n = VirtioNet.EnqueueBurst(dev, queue, packets[done..]);
+                done += n;
+                if (n == 0) Thread.SpinWait(20);
+            }
+            CountTx(packets[..done]);
+            Dropped += packets.Length - done;
+        }
+
+        public Totals Snapshot() => new(Volatile.Read(ref RxPackets), Volatile.Read(ref RxBytes), Volatile.Read(ref TxPackets), Volatile.Read(ref TxBytes), Volatile.Read(ref Dropped));
+    }
+
+    private readonly record struct Totals(long RxPackets, long RxBytes, long TxPackets, long TxBytes, long Dropped)
+    {
+        public static Totals operator -(Totals a, Totals b) =>
+            new(a.RxPackets - b.RxPackets, a.RxBytes - b.RxBytes, a.TxPackets - b.TxPackets, a.TxBytes - b.TxBytes, a.Dropped - b.Dropped);
+    }
 }

@@ -173,7 +173,23 @@ public sealed unsafe class UnixSocket : IDisposable
     }
 
     /// <summary>Wakes a blocked Receive/Accept (it returns end of stream) without closing the fd.</summary>
-    public void Shutdown() => _ = Libc.shutdown(_fd, Libc.SHUT_RDWR);
+    public void Shutdown()
+    {
+        // a connection may end on its own while another thread asks it to stop: that is not an error
+        bool added = false;
+        try
+        {
+            _fd.DangerousAddRef(ref added);
+            _ = Libc.shutdown(_fd, Libc.SHUT_RDWR);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added) _fd.DangerousRelease();
+        }
+    }
 
     /// <summary>Waits until data can be read; false on timeout.</summary>
     public bool WaitReadable(int timeoutMs) => Poll.WaitReadable(_fd, timeoutMs);

@@ -65,7 +65,8 @@ public sealed class GuestMemoryRegion : IDisposable
         }
         if (!st.IsRegular)
         {
-            error = $"region fd is not a memory file (mode 0{st.Mode:o})";
+            // .NET has no octal format specifier ("o" throws FormatException); modes read best in octal
+            error = $"region fd is not a memory file (mode 0{Convert.ToString(st.Mode, 8)})";
             return null;
         }
         ulong needed = info.MmapOffset + info.Size;

@@ -100,6 +100,35 @@ public sealed partial class Virtqueue
 
     public bool HasAvailable => AvailableCount > 0;
 
+    /// <summary>State a device library keeps per queue (e.g. Vhost.Net's scratch arrays and statistics).</summary>
+    public object? UserData { get; set; }
+
+    /// <summary>
+    /// Gives back the last chains a Pop returned, unused, so they are popped again later (the chains must be
+    /// the most recent ones popped, in order, with nothing pushed for them). Mergeable receive buffers need it:
+    /// a frame that does not fit in what is available waits instead of being cut.
+    /// </summary>
+    public void Rewind(ReadOnlySpan<DescriptorChain> chains)
+    {
+        for (int i = chains.Length - 1; i >= 0; i--)
+        {
+            if (IsPacked)
+            {
+                int prev = _lastAvail - chains[i].SlotCount;
+                if (prev < 0)
+                {
+                    prev += Size;
+                    _availWrap = !_availWrap;
+                }
+                _lastAvail = (ushort)prev;
+            }
+            else
+            {
+                _lastAvail--;
+            }
+        }
+    }
+
     /// <summary>
     /// Pops up to chains.Length available chains whose segments fit into <paramref name="segments"/>.
     /// Bad chains are returned to the guest (length 0) and skipped.
@@ -107,7 +136,10 @@ public sealed partial class Virtqueue
     public int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         if (!Started || Faulted) return 0;
-        return IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
+        int n = IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
+        // only bad chains: an application that flushes only after work would never return them to the guest
+        if (n == 0 && _staged > 0) FlushUsed();
+        return n;
     }
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>

@@ -100,7 +100,7 @@ public sealed partial class Virtqueue
                         : WalkPackedIndirect(addr, len, segments, ref chain, ref reason);
                 else
                     result = AddBuffer(addr, len, (flags & DescWrite) != 0, segments, ref chain, ref reason);
-                if (result == Walk.NoRoom) return Walk.NoRoom;
+                // no return on NoRoom: the caller may skip the chain as bad, and must then know all its slots
             }
             if ((flags & DescNext) == 0) return result;
             if (++idx == Size) idx = 0;

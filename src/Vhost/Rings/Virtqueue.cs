@@ -83,7 +83,7 @@ public sealed partial class Virtqueue
 
     public GuestMemory Memory => _memory;
 
-    internal ILogger Logger => _logger;
+    public ILogger Logger => _logger;
 
     internal void SetNotifier(IGuestNotifier notifier) => _notifier = notifier;
 
@@ -163,6 +163,11 @@ public sealed partial class Virtqueue
     {
         if (Address is not { } a) return "ring addresses not set";
         if (Size == 0) return "ring size not set";
+        // SET_VRING_NUM, SET_VRING_BASE and SET_FEATURES may come in any order, so each was checked only
+        // against what was known then: check the combination the ring will run with
+        if (ValidateSize((uint)Size, IsPacked) is { } sizeError) return sizeError;
+        if (IsPacked && (LastAvailIndex >= Size || _usedIdx >= Size))
+            return $"packed ring base {Math.Max(LastAvailIndex, _usedIdx)} beyond ring size {Size}";
         ulong n = (ulong)Size;
         ulong descLen = 16 * n;
         ulong availLen = IsPacked ? 4 : 6 + 2 * n;
@@ -223,8 +228,9 @@ public sealed partial class Virtqueue
     {
         if (Faulted) return;
         Faulted = true;
-        _logger.LogError("queue {Queue}: {Reason}; stopping the device", Index, reason);
-        _notifier?.QueueFaulted(this, reason);
+        // a device logs the fault itself with its id and path; one line per refusal keeps logs readable
+        if (_notifier == null) _logger.LogError("queue {Queue}: {Reason}; stopping the device", Index, reason);
+        else _notifier.QueueFaulted(this, reason);
     }
 
     /// <summary>Writes the call eventfd (or the application's notify hook decides).</summary>

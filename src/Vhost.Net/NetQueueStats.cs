@@ -1,0 +1,81 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+
+namespace Vhost.Net;
+
+/// <summary>
+/// Per-queue counters with DPDK's vhost xstats names. The data path bumps plain fields (one thread owns a
+/// queue at a time); readers see values that may be a burst old.
+/// </summary>
+public sealed class NetQueueStats
+{
+    public static readonly string[] SizeBinNames =
+        ["size_64_packets", "size_65_127_packets", "size_128_255_packets", "size_256_511_packets",
+         "size_512_1023_packets", "size_1024_1518_packets", "size_1519_max_packets"];
+
+    public long Packets;
+    public long Bytes;
+    public long Multicast;
+    public long Broadcast;
+    public long Undersize;
+    public long Dropped;
+    public long Errors;
+    /// <summary>Frames whose virtio-net header lied (dropped).</summary>
+    public long BadHeaders;
+    public readonly long[] SizeBins = new long[7];
+
+    internal void Count(ReadOnlySpan<byte> frameStart, int length)
+    {
+        Packets++;
+        Bytes += length;
+        int bin = length <= 64 ? 0 : length <= 127 ? 1 : length <= 255 ? 2 : length <= 511 ? 3 : length <= 1023 ? 4 : length <= 1518 ? 5 : 6;
+        SizeBins[bin]++;
+        if (frameStart.Length >= 6 && (frameStart[0] & 1) != 0)
+        {
+            if (frameStart[0] == 0xff && frameStart[1] == 0xff && frameStart[2] == 0xff && frameStart[3] == 0xff && frameStart[4] == 0xff && frameStart[5] == 0xff)
+                Broadcast++;
+            else
+                Multicast++;
+        }
+    }
+
+    /// <summary>(name, value) pairs as rte_vhost_vring_stats_get names them.</summary>
+    public IReadOnlyList<(string Name, long Value)> Xstats()
+    {
+        var l = new List<(string, long)>
+        {
+            ("good_packets", Packets), ("good_bytes", Bytes), ("multicast_packets", Multicast),
+            ("broadcast_packets", Broadcast), ("undersize_packets", Undersize), ("dropped_pkts", Dropped),
+            ("errors", Errors), ("bad_header_packets", BadHeaders),
+        };
+        for (int i = 0; i < SizeBins.Length; i++) l.Add((SizeBinNames[i], SizeBins[i]));
+        return l;
+    }
+
+    public void Reset()
+    {
+        Packets = Bytes = Multicast = Broadcast = Undersize = Dropped = Errors = BadHeaders = 0;
+        Array.Clear(SizeBins);
+    }
+}
+
+/// <summary>Publishes every queue's counters through System.Diagnostics.Metrics (meter "Vhost.Net").</summary>
+public static class NetMetrics
+{
+    public static readonly Meter Meter = new("Vhost.Net");
+    private static readonly ConcurrentDictionary<(int Device, int Queue), NetQueueStats> Queues = new();
+
+    static NetMetrics()
+    {
+        Meter.CreateObservableCounter("vhost.net.packets", () => Observe(s => s.Packets), "packets");
+        Meter.CreateObservableCounter("vhost.net.bytes", () => Observe(s => s.Bytes), "bytes");
+        Meter.CreateObservableCounter("vhost.net.dropped", () => Observe(s => s.Dropped), "packets");
+        Meter.CreateObservableCounter("vhost.net.errors", () => Observe(s => s.Errors + s.BadHeaders), "packets");
+    }
+
+    internal static void Register(int device, int queue, NetQueueStats stats) => Queues[(device, queue)] = stats;
+
+    private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick) =>
+        Queues.Select(kv => new Measurement<long>(pick(kv.Value),
+            new KeyValuePair<string, object?>("device", kv.Key.Device), new KeyValuePair<string, object?>("queue", kv.Key.Queue)));
+}

@@ -1,0 +1,166 @@
+using Vhost.Interop;
+
+namespace Vhost.Net;
+
+/// <summary>Offload requests carried with a packet (the virtio-net header, in mbuf-flag form).</summary>
+[Flags]
+public enum PacketOffloads : byte
+{
+    None = 0,
+    /// <summary>VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum from CsumStart, stored at CsumStart+CsumOffset.</summary>
+    NeedsCsum = 1,
+    /// <summary>VIRTIO_NET_HDR_F_DATA_VALID: the checksum was already verified.</summary>
+    DataValid = 2,
+}
+
+/// <summary>Per-buffer metadata (DPDK's rte_mbuf fields).</summary>
+public struct PacketMeta
+{
+    /// <summary>Bytes in this buffer.</summary>
+    public int DataLength;
+    /// <summary>Bytes in the whole chain (head only).</summary>
+    public int PacketLength;
+    /// <summary>Next buffer of a chained packet, or -1.</summary>
+    public int Next;
+    public PacketOffloads Offloads;
+    /// <summary>virtio gso_type (0 none, 1 TCPv4, 3 UDP, 4 TCPv6, | 0x80 ECN).</summary>
+    public byte GsoType;
+    public ushort GsoSize;
+    public ushort HeaderLength;
+    public ushort CsumStart;
+    public ushort CsumOffset;
+    internal bool InUse;
+}
+
+/// <summary>A packet: a buffer of a <see cref="PacketPool"/>, possibly the head of a chain.</summary>
+public readonly struct Packet(PacketPool pool, int index)
+{
+    public PacketPool Pool { get; } = pool;
+
+    public int Index { get; } = index;
+
+    public bool IsNull => Pool is null;
+
+    public ref PacketMeta Meta => ref Pool.MetaOf(Index);
+
+    /// <summary>This buffer's bytes.</summary>
+    public Span<byte> Data => Pool.DataOf(Index);
+
+    public int Length => Pool.MetaOf(Index).PacketLength;
+
+    public void Free() => Pool.Free(this);
+}
+
+/// <summary>
+/// Fixed-size packet buffers in native memory (DPDK's mbuf pool). A pool belongs to one thread at a time, as a
+/// DPDK lcore's mempool cache does: allocation and free are a stack push/pop with no lock and no GC allocation.
+/// </summary>
+public sealed class PacketPool : IDisposable
+{
+    private readonly NativeBuffer _memory;
+    private readonly PacketMeta[] _meta;
+    private readonly int[] _free;
+    private int _freeCount;
+
+    public PacketPool(int count, int dataRoom = 2048)
+    {
+        if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count));
+        if (dataRoom < 64) throw new ArgumentOutOfRangeException(nameof(dataRoom));
+        DataRoom = dataRoom;
+        Count = count;
+        _memory = new NativeBuffer((nuint)count * (nuint)dataRoom);
+        _meta = new PacketMeta[count];
+        _free = new int[count];
+        for (int i = 0; i < count; i++) _free[i] = count - 1 - i;
+        _freeCount = count;
+    }
+
+    public int DataRoom { get; }
+
+    public int Count { get; }
+
+    /// <summary>Buffers free right now; Count - Available are in use (a leak check for tests).</summary>
+    public int Available => _freeCount;
+
+    public bool TryAllocate(out Packet packet)
+    {
+        if (_freeCount == 0)
+        {
+            packet = default;
+            return false;
+        }
+        int i = _free[--_freeCount];
+        ref var m = ref _meta[i];
+        m = default;
+        m.Next = -1;
+        m.InUse = true;
+        packet = new Packet(this, i);
+        return true;
+    }
+
+    /// <summary>Frees a packet and every buffer chained to it.</summary>
+    public void Free(Packet packet)
+    {
+        int i = packet.Index;
+        while (i >= 0)
+        {
+            ref var m = ref _meta[i];
+            if (!m.InUse) throw new InvalidOperationException($"packet buffer {i} freed twice");
+            m.InUse = false;
+            int next = m.Next;
+            _free[_freeCount++] = i;
+            i = next;
+        }
+    }
+
+    public void Free(ReadOnlySpan<Packet> packets)
+    {
+        foreach (var p in packets) Free(p);
+    }
+
+    internal ref PacketMeta MetaOf(int index) => ref _meta[index];
+
+    internal Span<byte> DataOf(int index) => _memory.Window.Span((nuint)index * (nuint)DataRoom, DataRoom);
+
+    /// <summary>Makes a packet of <paramref name="frame"/>, chaining buffers when it is larger than one.</summary>
+    public bool TryCreate(ReadOnlySpan<byte> frame, out Packet packet)
+    {
+        if (!TryAllocate(out packet)) return false;
+        int head = packet.Index, prev = -1, done = 0;
+        int cur = head;
+        while (true)
+        {
+            int take = Math.Min(DataRoom, frame.Length - done);
+            frame.Slice(done, take).CopyTo(DataOf(cur));
+            _meta[cur].DataLength = take;
+            done += take;
+            if (prev >= 0) _meta[prev].Next = cur;
+            if (done == frame.Length) break;
+            if (!TryAllocate(out var more))
+            {
+                Free(packet);
+                packet = default;
+                return false;
+            }
+            prev = cur;
+            cur = more.Index;
+        }
+        _meta[head].PacketLength = frame.Length;
+        return true;
+    }
+
+    /// <summary>Copies a whole (possibly chained) packet out, for tests and slow paths.</summary>
+    public int CopyOut(Packet packet, Span<byte> destination)
+    {
+        int n = 0;
+        for (int i = packet.Index; i >= 0; i = _meta[i].Next)
+        {
+            int len = _meta[i].DataLength;
+            DataOf(i)[..len].CopyTo(destination[n..]);
+            n += len;
+        }
+        return n;
+    }
+
+    public void Dispose() => _memory.Dispose();
+}

@@ -1,0 +1,435 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using Vhost.Device;
+using Vhost.Protocol;
+using Vhost.Rings;
+
+namespace Vhost.Net;
+
+/// <summary>
+/// The virtio-net data path: rte_vhost_enqueue_burst and rte_vhost_dequeue_burst. Queue pair i is queue 2i
+/// (the guest's receive queue: we enqueue into it) and 2i+1 (the guest's transmit queue: we dequeue from it).
+/// One TryEnter of the queue's access lock per burst; nothing allocated per packet.
+/// </summary>
+public static class VirtioNet
+{
+    public const int MaxBurst = 64;
+    private const int MaxSegments = 1024;
+    private const byte GsoNone = 0, GsoTcp4 = 1, GsoUdp = 3, GsoTcp6 = 4, GsoEcn = 0x80;
+    private const int EthHeader = 14;
+
+    internal sealed class QueueState(int device, int queue)
+    {
+        public readonly DescriptorChain[] Chains = new DescriptorChain[MaxBurst];
+        public readonly BufferSegment[] Segments = new BufferSegment[MaxSegments];
+        public readonly NetQueueStats Stats = Register(device, queue);
+
+        private static NetQueueStats Register(int device, int queue)
+        {
+            var s = new NetQueueStats();
+            NetMetrics.Register(device, queue, s);
+            return s;
+        }
+    }
+
+    /// <summary>The virtio-net header length this device uses: 12 with VERSION_1 or MRG_RXBUF, else 10.</summary>
+    public static int HeaderLength(VhostDevice device) =>
+        device.HasFeature(VirtioFeature.Version1) || device.HasFeature(NetFeatures.MrgRxbuf) ? 12 : 10;
+
+    /// <summary>Statistics of one queue (rte_vhost_vring_stats_get).</summary>
+    public static NetQueueStats Stats(VhostDevice device, int queueId) => State(device, device.Queue(queueId)).Stats;
+
+    private static QueueState State(VhostDevice device, Virtqueue q)
+    {
+        if (q.UserData is QueueState s) return s;
+        s = new QueueState(device.Id, q.Index);
+        q.UserData = s;
+        return s;
+    }
+
+    /// <summary>
+    /// Guest to host: fills <paramref name="packets"/> with frames the guest sent on <paramref name="queueId"/>
+    /// (odd), buffers from <paramref name="pool"/>. Returns how many. Frames whose header lies are dropped
+    /// and counted. The caller owns (and frees) the packets.
+    /// </summary>
+    public static int DequeueBurst(VhostDevice device, int queueId, PacketPool pool, Span<Packet> packets)
+    {
+        if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) == 0 || packets.IsEmpty) return 0;
+        var q = device.Queue(queueId);
+        if (!q.AccessLock.TryEnter()) return 0;
+        try
+        {
+            if (!q.IsReady) return 0;
+            var st = State(device, q);
+            int produced = 0;
+            if (device.RarpPending && TryMakeRarp(device, pool, out var rarp))
+            {
+                packets[produced++] = rarp;
+                device.RarpPending = false;
+            }
+            int want = Math.Min(packets.Length - produced, MaxBurst);
+            if (want == 0) return produced;
+            int n = q.Pop(st.Chains.AsSpan(0, want), st.Segments);
+            if (n == 0) return produced;
+            int hdrLen = HeaderLength(device);
+            ulong features = device.Features;
+            Span<byte> hdr = stackalloc byte[12];
+            for (int i = 0; i < n; i++)
+            {
+                ref var c = ref st.Chains[i];
+                q.PushUsed(c, 0);
+                var segs = new ReadOnlySpan<BufferSegment>(st.Segments, c.SegmentStart, c.ReadableSegments);
+                int frameLen = (int)c.ReadableBytes - hdrLen;
+                if (frameLen < EthHeader)
+                {
+                    st.Stats.Undersize++;
+                    st.Stats.Dropped++;
+                    continue;
+                }
+                Gather(segs, 0, hdr[..hdrLen]);
+                if (!CheckTxHeader(hdr, frameLen, features, out var meta))
+                {
+                    st.Stats.BadHeaders++;
+                    st.Stats.Dropped++;
+                    LogBadHeader(q, hdr);
+                    continue;
+                }
+                if (!CopyIn(pool, segs, hdrLen, frameLen, out var p))
+                {
+                    st.Stats.Dropped++;
+                    continue;
+                }
+                ref var m = ref p.Meta;
+                m.Offloads = meta.Offloads;
+                m.GsoType = meta.GsoType;
+                m.GsoSize = meta.GsoSize;
+                m.HeaderLength = meta.HeaderLength;
+                m.CsumStart = meta.CsumStart;
+                m.CsumOffset = meta.CsumOffset;
+                st.Stats.Count(p.Data, frameLen);
+                packets[produced++] = p;
+            }
+            q.FlushUsed();
+            return produced;
+        }
+        finally
+        {
+            q.AccessLock.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Host to guest: copies <paramref name="packets"/> into the guest's receive queue <paramref name="queueId"/>
+    /// (even). Returns how many were placed; the rest did not fit now (the caller decides to retry or drop).
+    /// The caller still owns every packet. A frame larger than the guest's buffers is dropped and counted.
+    /// </summary>
+    public static int EnqueueBurst(VhostDevice device, int queueId, ReadOnlySpan<Packet> packets)
+    {
+        if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) != 0 || packets.IsEmpty) return 0;
+        var q = device.Queue(queueId);
+        if (!q.AccessLock.TryEnter()) return 0;
+        try
+        {
+            if (!q.IsReady) return 0;
+            var st = State(device, q);
+            var chains = st.Chains;
+            bool mrg = device.HasFeature(NetFeatures.MrgRxbuf);
+            int hdrLen = HeaderLength(device);
+            bool guestCsum = device.HasFeature(NetFeatures.GuestCsum);
+            bool guestTso = device.HasFeature(NetFeatures.GuestTso4) || device.HasFeature(NetFeatures.GuestTso6);
+            int have = 0, next = 0, segUsed = 0;
+            long badBefore = q.BadChains;
+            Span<byte> hdr = stackalloc byte[12];
+            int placed = 0;
+            for (; placed < packets.Length; placed++)
+            {
+                var p = packets[placed];
+                int len = p.Length;
+                int total = hdrLen + len;
+                // gather enough chains: one without mergeable buffers, as many as it takes with them
+                int k = next;
+                long room = 0;
+                while (room < total)
+                {
+                    if (k == have)
+                    {
+                        if (have == chains.Length) break;
+                        int got = q.Pop(chains.AsSpan(have, mrg ? chains.Length - have : Math.Min(chains.Length - have, packets.Length - placed)), st.Segments.AsSpan(segUsed));
+                        // Pop numbers segments from the start of the span it was given
+                        int baseSeg = segUsed;
+                        for (int j = have; j < have + got; j++)
+                        {
+                            chains[j].SegmentStart += baseSeg;
+                            segUsed = chains[j].SegmentStart + chains[j].SegmentCount;
+                        }
+                        have += got;
+                        if (got == 0) break;
+                    }
+                    room += chains[k].WritableBytes;
+                    k++;
+                    if (!mrg) break;
+                }
+                if (room < total)
+                {
+                    if (!mrg && k > next)
+                    {
+                        // the guest's buffer cannot hold this frame: drop the frame, keep the buffer for the next
+                        st.Stats.Dropped++;
+                        continue;
+                    }
+                    break; // the ring is out of buffers: the rest waits for the caller's next try
+                }
+                int buffers = k - next;
+                hdr.Clear();
+                ref var m = ref p.Meta;
+                if (guestCsum && (m.Offloads & PacketOffloads.NeedsCsum) != 0)
+                {
+                    hdr[0] = 1;
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[6..], m.CsumStart);
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], m.CsumOffset);
+                }
+                else if (guestCsum && (m.Offloads & PacketOffloads.DataValid) != 0)
+                {
+                    hdr[0] = 2;
+                }
+                if (guestTso && m.GsoType != GsoNone)
+                {
+                    hdr[1] = m.GsoType;
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[2..], m.HeaderLength);
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[4..], m.GsoSize);
+                }
+                if (hdrLen == 12) BinaryPrimitives.WriteUInt16LittleEndian(hdr[10..], (ushort)buffers);
+                var w = new RxWriter(q, chains, st.Segments, next, k);
+                w.Write(hdr[..hdrLen]);
+                for (int b = p.Index; b >= 0; b = p.Pool.MetaOf(b).Next)
+                    w.Write(p.Pool.DataOf(b)[..p.Pool.MetaOf(b).DataLength]);
+                w.Finish();
+                st.Stats.Count(p.Data, len);
+                next = k;
+            }
+            if (next < have)
+            {
+                // popped but unused: give them back, unless a bad chain was returned in between (then the
+                // unused ones can no longer be rewound in order and go back empty)
+                if (q.BadChains == badBefore) q.Rewind(chains.AsSpan(next, have - next));
+                else for (int j = next; j < have; j++) q.PushUsed(chains[j], 0);
+            }
+            q.FlushUsed();
+            return placed;
+        }
+        finally
+        {
+            q.AccessLock.Exit();
+        }
+    }
+
+    /// <summary>Writes a frame across the writable segments of chains [first, end), one used element per chain.</summary>
+    private struct RxWriter
+    {
+        private readonly Virtqueue _q;
+        private readonly DescriptorChain[] _chains;
+        private readonly BufferSegment[] _segs;
+        private readonly int _end;
+        private int _chain, _seg, _segEnd, _off;
+        private uint _written;
+
+        public RxWriter(Virtqueue q, DescriptorChain[] chains, BufferSegment[] segs, int first, int end)
+        {
+            _q = q;
+            _chains = chains;
+            _segs = segs;
+            _end = end;
+            _chain = first;
+            Enter();
+        }
+
+        private void Enter()
+        {
+            ref var c = ref _chains[_chain];
+            _seg = c.SegmentStart + c.ReadableSegments;
+            _segEnd = c.SegmentStart + c.SegmentCount;
+            _off = 0;
+            _written = 0;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Write(ReadOnlySpan<byte> src)
+        {
+            while (!src.IsEmpty)
+            {
+                while (_seg == _segEnd)
+                {
+                    _q.PushUsed(_chains[_chain], _written);
+                    _chain++;
+                    Enter();
+                }
+                var dst = _segs[_seg].Window;
+                int take = Math.Min(src.Length, (int)dst.Length - _off);
+                src[..take].CopyTo(dst.Span((nuint)_off, take));
+                _off += take;
+                _written += (uint)take;
+                src = src[take..];
+                if (_off == (int)dst.Length)
+                {
+                    _seg++;
+                    _off = 0;
+                }
+            }
+        }
+
+        public void Finish()
+        {
+            while (_chain < _end)
+            {
+                _q.PushUsed(_chains[_chain], _written);
+                if (++_chain < _end) Enter();
+            }
+        }
+    }
+
+    private static void Gather(ReadOnlySpan<BufferSegment> segs, int offset, Span<byte> dest)
+    {
+        int done = 0;
+        foreach (ref readonly var s in segs)
+        {
+            int len = s.Length;
+            if (offset >= len)
+            {
+                offset -= len;
+                continue;
+            }
+            int take = Math.Min(len - offset, dest.Length - done);
+            s.Window.Span((nuint)offset, take).CopyTo(dest[done..]);
+            done += take;
+            offset = 0;
+            if (done == dest.Length) return;
+        }
+    }
+
+    /// <summary>Copies [skip, skip+length) of the chain's readable bytes into pool buffers.</summary>
+    private static bool CopyIn(PacketPool pool, ReadOnlySpan<BufferSegment> segs, int skip, int length, out Packet packet)
+    {
+        if (!pool.TryAllocate(out packet)) return false;
+        int room = pool.DataRoom;
+        // fast path: header and frame in one descriptor, frame fits one buffer (64-byte frames from virtio-user)
+        if (segs.Length > 0 && segs[0].Length >= skip + length && length <= room)
+        {
+            segs[0].Window.Span((nuint)skip, length).CopyTo(pool.DataOf(packet.Index));
+            ref var m = ref pool.MetaOf(packet.Index);
+            m.DataLength = length;
+            m.PacketLength = length;
+            return true;
+        }
+        int cur = packet.Index, filled = 0, remaining = length;
+        foreach (ref readonly var s in segs)
+        {
+            int segLen = s.Length;
+            if (skip >= segLen)
+            {
+                skip -= segLen;
+                continue;
+            }
+            var src = s.Window.Span((nuint)skip, segLen - skip);
+            skip = 0;
+            while (!src.IsEmpty && remaining > 0)
+            {
+                if (filled == room)
+                {
+                    if (!pool.TryAllocate(out var more))
+                    {
+                        pool.Free(packet);
+                        packet = default;
+                        return false;
+                    }
+                    pool.MetaOf(cur).DataLength = filled;
+                    pool.MetaOf(cur).Next = more.Index;
+                    cur = more.Index;
+                    filled = 0;
+                }
+                int take = Math.Min(Math.Min(src.Length, room - filled), remaining);
+                src[..take].CopyTo(pool.DataOf(cur)[filled..]);
+                filled += take;
+                remaining -= take;
+                src = src[take..];
+            }
+            if (remaining == 0) break;
+        }
+        pool.MetaOf(cur).DataLength = filled;
+        pool.MetaOf(packet.Index).PacketLength = length;
+        return true;
+    }
+
+    /// <summary>
+    /// Checks a transmit header against the frame and the negotiated features; a header that asks for something
+    /// never negotiated or points outside the frame is a lie.
+    /// </summary>
+    internal static bool CheckTxHeader(ReadOnlySpan<byte> h, int frameLen, ulong features, out PacketMeta meta)
+    {
+        meta = default;
+        byte flags = h[0];
+        byte gso = h[1];
+        ushort hdrLen = BinaryPrimitives.ReadUInt16LittleEndian(h[2..]);
+        ushort gsoSize = BinaryPrimitives.ReadUInt16LittleEndian(h[4..]);
+        ushort csumStart = BinaryPrimitives.ReadUInt16LittleEndian(h[6..]);
+        ushort csumOffset = BinaryPrimitives.ReadUInt16LittleEndian(h[8..]);
+        if ((flags & 1) != 0)
+        {
+            if (!VirtioFeature.Has(features, NetFeatures.Csum)) return false;
+            if (csumStart + csumOffset + 2 > frameLen) return false;
+            meta.Offloads |= PacketOffloads.NeedsCsum;
+            meta.CsumStart = csumStart;
+            meta.CsumOffset = csumOffset;
+        }
+        if ((flags & 2) != 0) meta.Offloads |= PacketOffloads.DataValid;
+        byte type = (byte)(gso & ~GsoEcn);
+        if (type != GsoNone)
+        {
+            int needed = type switch { GsoTcp4 => NetFeatures.HostTso4, GsoTcp6 => NetFeatures.HostTso6, GsoUdp => NetFeatures.HostUfo, _ => -1 };
+            if (needed < 0 || !VirtioFeature.Has(features, needed)) return false;
+            if ((gso & GsoEcn) != 0 && !VirtioFeature.Has(features, NetFeatures.HostEcn)) return false;
+            if (gsoSize == 0 || (flags & 1) == 0 || hdrLen > frameLen) return false;
+            meta.GsoType = gso;
+            meta.GsoSize = gsoSize;
+            meta.HeaderLength = hdrLen;
+        }
+        else if ((gso & GsoEcn) != 0)
+        {
+            return false;
+        }
+        return true;
+    }
+
+    private static void LogBadHeader(Virtqueue q, ReadOnlySpan<byte> h)
+    {
+        // once per queue is enough to name the problem; the counter says how often
+        if (q.UserData is QueueState s && s.Stats.BadHeaders == 1)
+            q.Logger.LogError("queue {Queue}: virtio-net header lies (flags {Flags}, gso {Gso}); frame dropped", q.Index, h[0], h[1]);
+    }
+
+    /// <summary>The RARP broadcast DPDK sends after SEND_RARP so switches learn the migrated guest's MAC.</summary>
+    private static bool TryMakeRarp(VhostDevice device, PacketPool pool, out Packet packet)
+    {
+        if (device.RarpMac is not { } mac || !pool.TryAllocate(out packet))
+        {
+            packet = default;
+            return false;
+        }
+        var d = pool.DataOf(packet.Index);
+        d[..60].Clear();
+        d[..6].Fill(0xff);
+        mac.CopyTo(d[6..]);
+        BinaryPrimitives.WriteUInt16BigEndian(d[12..], 0x8035); // RARP
+        BinaryPrimitives.WriteUInt16BigEndian(d[14..], 1);      // Ethernet
+        BinaryPrimitives.WriteUInt16BigEndian(d[16..], 0x0800); // IPv4
+        d[18] = 6;
+        d[19] = 4;
+        BinaryPrimitives.WriteUInt16BigEndian(d[20..], 3);      // reverse request
+        mac.CopyTo(d[22..]);
+        mac.CopyTo(d[32..]);
+        ref var m = ref pool.MetaOf(packet.Index);
+        m.DataLength = 60;
+        m.PacketLength = 60;
+        return true;
+    }
+}
