@@ -54,6 +54,10 @@ public sealed class BlkDevice : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     }
 
     public int Queues { get; }
+
+    /// <summary>False: NewDevice starts no workers and the caller drives <see cref="ProcessBurst"/> itself
+    /// (tests that measure the data path on their own thread).</summary>
+    public bool StartWorkers { get; init; } = true;
     public BlkStats Stats { get; } = new();
     public IBlockStorage Storage => _storage;
 
@@ -128,7 +132,7 @@ public sealed class BlkDevice : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         for (int i = 0; i < device.Queues.Count; i++)
         {
             var q = device.Queue(i);
-            if (!q.IsConfigured) continue;
+            if (!q.IsConfigured || !StartWorkers) continue;
             var w = new Worker(this, q);
             list.Add(w);
             w.Start();
