@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Vhost.Device;
 using Vhost.Interop;
@@ -20,10 +21,25 @@ public static class BlkRequest
     public const int IdBytes = 20;
 }
 
-/// <summary>Counters the CLI shows live; updated with Interlocked by the queue workers.</summary>
-public sealed class BlkStats
+/// <summary>Counters the CLI shows live; updated with Interlocked by the queue workers. Also published as
+/// observable instruments of the "Vhost.Blk" meter, read only when a listener collects, so the data path
+/// pays nothing for them.</summary>
+public sealed class BlkStats : IDisposable
 {
     public long Requests, BytesRead, BytesWritten, Errors;
+
+    // one meter per device, disposed with it, so a finished device's instruments go away
+    private readonly Meter _meter = new("Vhost.Blk");
+
+    public BlkStats()
+    {
+        _meter.CreateObservableCounter("vhost.blk.requests", () => Interlocked.Read(ref Requests), "{request}");
+        _meter.CreateObservableCounter("vhost.blk.read", () => Interlocked.Read(ref BytesRead), "By");
+        _meter.CreateObservableCounter("vhost.blk.written", () => Interlocked.Read(ref BytesWritten), "By");
+        _meter.CreateObservableCounter("vhost.blk.errors", () => Interlocked.Read(ref Errors), "{request}");
+    }
+
+    public void Dispose() => _meter.Dispose();
 }
 
 /// <summary>
@@ -155,6 +171,7 @@ public sealed class BlkDevice : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         List<Worker>[] all;
         lock (_workers) { all = [.. _workers.Values]; _workers.Clear(); }
         foreach (var l in all) foreach (var w in l) w.Stop();
+        Stats.Dispose();
     }
 
     private sealed class Worker(BlkDevice owner, Virtqueue queue)
