@@ -44,6 +44,8 @@ public static class VirtioNet
     {
         if (q.UserData is QueueState s) return s;
         s = new QueueState(device.Id, q.Index);
+        // odd queues carry the guest's transmissions: we only read them
+        if ((q.Index & 1) == 1) q.DeviceReadsOnly = true;
         q.UserData = s;
         return s;
     }

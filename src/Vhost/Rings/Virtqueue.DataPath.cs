@@ -100,6 +100,13 @@ public sealed partial class Virtqueue
 
     public bool HasAvailable => AvailableCount > 0;
 
+    /// <summary>
+    /// The device only reads this queue's buffers (a net transmit queue): WRITE flags are ignored and every
+    /// buffer counts as readable. Nothing is ever written there, so this is safe, and it is needed: DPDK's
+    /// virtio PMD leaves WRITE set on the header entry of its packed indirect tables (DPDK's vhost never looks).
+    /// </summary>
+    public bool DeviceReadsOnly { get; set; }
+
     /// <summary>State a device library keeps per queue (e.g. Vhost.Net's scratch arrays and statistics).</summary>
     public object? UserData { get; set; }
 
@@ -206,6 +213,7 @@ public sealed partial class Virtqueue
     private Walk AddBuffer(ulong addr, uint len, bool writable, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
     {
         if (len == 0) return Walk.Ok;
+        writable &= !DeviceReadsOnly;
         int at = chain.SegmentCount;
         if (_memory.TryTranslate(addr, len, out var w))
         {
