@@ -98,20 +98,22 @@ public sealed class NetInteropTests(ITestOutputHelper output)
     {
         using var dir = new PeerTempDir("net");
         var jumbo = new[] { "--enable-scatter", "--max-pkt-len=9018" };
-        // host to guest: 9000-byte frames spread over 2 KiB guest buffers (mergeable)
+        // host to guest: 9000-byte frames spread over 2 KiB guest buffers (mergeable); an exact count, as above
+        const long N = 20_000;
         var sock = dir.File("in.sock");
-        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000"))
+        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000", "--count", $"{N}"))
         using (var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions { ForwardMode = "rxonly", Packed = packed, MainLcore = 1, ExtraArgs = jumbo }))
         {
             tool.WaitReady();
-            Assert.NotNull(tp.WaitForStats(s => s.RxPackets > 1000, T));
-            tool.Interrupt(TimeSpan.FromSeconds(20));
-            Thread.Sleep(1000);
+            Assert.NotNull(tp.WaitForStats(s => s.RxPackets >= N, T));
+            Thread.Sleep(1500);
             tp.Stop();
+            tool.Interrupt(TimeSpan.FromSeconds(20));
             long sent = tool.Totals()[0].Tx;
             Assert.True(tp.Final.TryGetValue(0, out var got), tp.Tail());
             output.WriteLine($"9000 B in: vhost sent {sent}, testpmd received {got.RxPackets}");
-            Assert.Equal(sent, got.RxPackets);
+            Assert.Equal(N, sent);
+            Assert.Equal(N, got.RxPackets);
         }
         // guest to host: testpmd sends each frame as five chained mbufs (2000+2000+2000+2000+1000)
         var sock2 = dir.File("out.sock");

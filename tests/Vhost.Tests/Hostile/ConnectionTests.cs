@@ -50,6 +50,10 @@ public sealed class ConnectionTests
         using (var stalled = s.Connect())
         {
             stalled.SendHeaderAndStall(VhostUserRequest.SetMemTable, 200);
+            // the stalled connection must be known before BringUp looks for "the new device"
+            var end = DateTime.UtcNow + Scene.T;
+            while (s.Be.Socket.Devices.Count < 2 && DateTime.UtcNow < end) Thread.Sleep(5);
+            Assert.Equal(2, s.Be.Socket.Devices.Count);
             // another device comes up and moves data while the stalled connection's thread waits
             var (fe, setup, dev, ring) = s.BringUp(packed: true);
             using (fe)
