@@ -257,6 +257,8 @@ internal sealed class NetForwarder : IDisposable
 
         public override bool NewDevice(VhostDevice device)
         {
+            // every queue is polled: a kick would only cost the front-end an eventfd write per burst
+            for (int q = 0; q < device.Queues.Count; q++) device.EnableGuestNotification(q, false);
             Device = device;
             Console.Out.WriteLine($"port {Id}: device {device.Id} ready (features 0x{device.Features:x})");
             return true;

@@ -84,6 +84,8 @@ public sealed partial class Virtqueue
             _usedIdx = used;
         }
         _signalledUsed = _usedIdx;
+        // a choice made before the ring ran (or before a restart) reaches the ring now
+        if (!_notifyEnabled) SetNotificationsEnabled(false);
     }
 
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
