@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Vhost.Benchmarks.NetBurstBenchmarks).Assembly).Run(args);
