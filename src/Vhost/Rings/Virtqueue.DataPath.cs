@@ -220,6 +220,7 @@ public sealed partial class Virtqueue
         if (_memory.TryTranslate(addr, len, out var w))
         {
             if (at >= segments.Length) return Walk.NoRoom;
+            w.Prefetch();
             segments[at] = new BufferSegment { Window = w, IsWritable = writable };
             chain.SegmentCount = at + 1;
         }

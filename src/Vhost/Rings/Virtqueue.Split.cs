@@ -110,11 +110,13 @@ public sealed partial class Virtqueue
         int mask = Size - 1;
         ushort old = _usedIdx;
         ushort u = _usedIdx;
-        for (int i = 0; i < _staged; i++)
+        var ids = _stagedId.AsSpan(0, _staged);
+        var lens = _stagedLen.AsSpan(0, _staged);
+        for (int i = 0; i < ids.Length; i++)
         {
-            var e = _used.Span((nuint)(4 + 8 * (u & mask)), 8);
-            BinaryPrimitives.WriteUInt32LittleEndian(e, _stagedId[i]);
-            BinaryPrimitives.WriteUInt32LittleEndian(e[4..], _stagedLen[i]);
+            // one 8-byte store per used element (id, len), little-endian as the ring is
+            ulong e = ids[i] | ((ulong)lens[i] << 32);
+            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
             u++;
         }
         _usedIdx = u;
