@@ -33,6 +33,18 @@ public sealed partial class Virtqueue
             // acquire: the head's flags are written last by the driver; the rest of the chain is visible after
             ushort headFlags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
             if (!IsAvailable(headFlags, _availWrap)) break;
+            if ((headFlags & (DescNext | DescIndirect)) == 0 && BitConverter.IsLittleEndian && used < segments.Length)
+            {
+                // fast path: a one-slot chain; the descriptor is copied once, after the flags were read
+                var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
+                if (TrySingle(d.Addr, d.Len, (headFlags & DescWrite) != 0, segments, used, d.Word12, 1, out chains[n]))
+                {
+                    n++;
+                    used++;
+                    AdvanceAvail(1);
+                    continue;
+                }
+            }
             var chain = new DescriptorChain();
             string? reason = null;
             var r = WalkPacked(segments[used..], ref chain, ref reason, out int slots, out ushort id);
