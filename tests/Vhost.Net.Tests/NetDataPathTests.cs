@@ -120,6 +120,41 @@ public sealed class NetDataPathTests
         Assert.True(n.Dev.IsRunning);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OffloadRequestsCrossFromTransmitHeaderToReceiveHeader(bool packed)
+    {
+        // a TSOv4 frame asking for its checksum: the metadata survives dequeue, and enqueue (the one-buffer fast
+        // path) writes it into the receive header with num_buffers 1
+        using var n = new Net(packed);
+        using var pool = new PacketPool(64);
+        var tx = new byte[12];
+        tx[0] = 1;                                                    // NEEDS_CSUM
+        tx[1] = 1;                                                    // GSO TCPv4
+        BinaryPrimitives.WriteUInt16LittleEndian(tx.AsSpan(2), 54);   // hdr_len
+        BinaryPrimitives.WriteUInt16LittleEndian(tx.AsSpan(4), 1448); // gso_size
+        BinaryPrimitives.WriteUInt16LittleEndian(tx.AsSpan(6), 34);   // csum_start
+        BinaryPrimitives.WriteUInt16LittleEndian(tx.AsSpan(8), 16);   // csum_offset
+        var frame = Frame(1000);
+        n.Send(tx, frame);
+        var pkts = new Packet[4];
+        Assert.Equal(1, VirtioNet.DequeueBurst(n.Dev, 1, pool, pkts));
+        ref var m = ref pkts[0].Meta;
+        Assert.Equal(PacketOffloads.NeedsCsum, m.Offloads);
+        Assert.Equal((1, 1448, 54, 34, 16), ((int)m.GsoType, (int)m.GsoSize, (int)m.HeaderLength, (int)m.CsumStart, (int)m.CsumOffset));
+
+        ulong rx = n.Setup.Memory.Allocate(2048, 16);
+        n.Rx.Add(new DriverBuffer(rx, 2048, true));
+        Assert.Equal(1, VirtioNet.EnqueueBurst(n.Dev, 0, pkts.AsSpan(0, 1)));
+        Assert.Equal(1012u, n.Rx.WaitUsed(T).Length);
+        var h = n.Setup.Memory.Span(rx, 12).ToArray();
+        Assert.Equal(tx[..10], h[..10]);
+        Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(h.AsSpan(10)));
+        Assert.Equal(frame, n.Setup.Memory.Span(rx + 12, 1000).ToArray());
+        pool.Free(pkts[0]);
+    }
+
     [Fact]
     public void MergeableEnqueueSpreadsAFrameOverSeveralBuffers()
     {
