@@ -45,7 +45,12 @@ public static class VirtioNet
         if (q.UserData is QueueState s) return s;
         s = new QueueState(device.Id, q.Index);
         // odd queues carry the guest's transmissions: we only read them
-        if ((q.Index & 1) == 1) q.DeviceReadsOnly = true;
+        if ((q.Index & 1) == 1)
+        {
+            q.DeviceReadsOnly = true;
+            // DequeueBurst returns every chain it pops, in order, in the same flush
+            q.BatchInOrderUsed = true;
+        }
         q.UserData = s;
         return s;
     }

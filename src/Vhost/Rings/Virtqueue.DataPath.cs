@@ -29,6 +29,7 @@ public sealed partial class Virtqueue
     private uint[] _stagedLen = [];
     private ushort[] _stagedSlots = [];
     private int _staged;
+    private bool _stagedOutOfOrder;
 
     private long _badChains;
     private string? _lastBadChain;
@@ -71,6 +72,7 @@ public sealed partial class Virtqueue
             _stagedSlots = new ushort[Size];
         }
         _staged = 0;
+        _stagedOutOfOrder = false;
         if (!IsPacked)
         {
             // The used index in guest memory is the truth after a reconnect: whatever was popped but never
@@ -175,6 +177,7 @@ public sealed partial class Virtqueue
         if (IsPacked) FlushPacked();
         else FlushSplit();
         _staged = 0;
+        _stagedOutOfOrder = false;
     }
 
     /// <summary>Asks the driver to kick (true) or not to (false).</summary>
