@@ -276,8 +276,10 @@ public static class VirtioNet
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void WriteRxHeader(Span<byte> hdr, ref PacketMeta m, bool guestCsum, bool guestTso, int hdrLen)
     {
-        hdr.Clear();
-        if (hdrLen == 12) hdr[10] = 1;
+        // flags, gso type, hdr_len, gso_size, then csum fields and num_buffers = 1: two stores instead of a clear
+        BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
+        if (hdrLen == 12) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
+        else BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], 0);
         if (m.Offloads == PacketOffloads.None && m.GsoType == GsoNone) return;
         if (guestCsum && (m.Offloads & PacketOffloads.NeedsCsum) != 0)
         {
