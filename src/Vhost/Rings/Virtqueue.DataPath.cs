@@ -84,6 +84,7 @@ public sealed partial class Virtqueue
             _usedIdx = used;
         }
         _signalledUsed = _usedIdx;
+        RecoverInflightSplit();
     }
 
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>

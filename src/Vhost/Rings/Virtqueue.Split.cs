@@ -11,16 +11,17 @@ public sealed partial class Virtqueue
 
     private int PopSplit(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
+        int n = 0, used = 0;
+        if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         ushort pending = (ushort)(availIdx - _lastAvail);
-        if (pending == 0) return 0;
+        if (pending == 0) return n;
         if (pending > Size)
         {
             Fault($"avail index {availIdx} is {pending} entries ahead of {_lastAvail} in a ring of {Size}");
-            return 0;
+            return n;
         }
         int mask = Size - 1;
-        int n = 0, used = 0;
         while (n < chains.Length && pending > 0)
         {
             ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
@@ -37,6 +38,7 @@ public sealed partial class Virtqueue
             }
             _lastAvail++;
             pending--;
+            MarkInflight(head);
             if (r == Walk.Bad)
             {
                 BadChain(reason ?? $"head index {head} out of range (ring of {Size})");
@@ -110,16 +112,23 @@ public sealed partial class Virtqueue
         int mask = Size - 1;
         ushort old = _usedIdx;
         ushort u = _usedIdx;
-        for (int i = 0; i < _staged; i++)
+        if (_inflightOn)
         {
-            var e = _used.Span((nuint)(4 + 8 * (u & mask)), 8);
-            BinaryPrimitives.WriteUInt32LittleEndian(e, _stagedId[i]);
-            BinaryPrimitives.WriteUInt32LittleEndian(e[4..], _stagedLen[i]);
-            u++;
+            u = FlushSplitTracked(u);
+        }
+        else
+        {
+            for (int i = 0; i < _staged; i++)
+            {
+                var e = _used.Span((nuint)(4 + 8 * (u & mask)), 8);
+                BinaryPrimitives.WriteUInt32LittleEndian(e, _stagedId[i]);
+                BinaryPrimitives.WriteUInt32LittleEndian(e[4..], _stagedLen[i]);
+                u++;
+            }
+            // release: the elements above must be visible before the index that publishes them
+            Volatile.Write(ref _used.Ref<ushort>(2), u);
         }
         _usedIdx = u;
-        // release: the elements above must be visible before the index that publishes them
-        Volatile.Write(ref _used.Ref<ushort>(2), u);
         if (EventIdx && _notifyEnabled) WriteAvailEvent();
         // store (used idx) → load (flags / used_event) needs a full fence
         Interlocked.MemoryBarrier();
