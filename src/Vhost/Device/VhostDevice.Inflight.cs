@@ -13,6 +13,9 @@ namespace Vhost.Device;
 /// </summary>
 public sealed partial class VhostDevice
 {
+    /// <summary>Bound on the area and its offset: far above any real need (a ring of 32768 entries takes 1 MiB).</summary>
+    private const ulong MaxInflightArea = 1UL << 32;
+
     private MemoryMapping? _inflightMap;
     private SafeFd? _inflightFd;
 
@@ -53,12 +56,20 @@ public sealed partial class VhostDevice
         ushort queueSize = BinaryPrimitives.ReadUInt16LittleEndian(p[18..]);
         ulong perQueue = Virtqueue.InflightQueueRegionSize(queueSize);
         string? error = null;
-        if (queues == 0 || queues > _queues.Length || queueSize == 0 || queueSize > Virtqueue.MaxSize)
-            error = $"{queues} queues of {queueSize}";
-        else if (size < queues * perQueue || size > 1UL << 32 || offset > 1UL << 32)
-            error = $"an area of {size} bytes cannot hold {queues} queues of {queueSize}";
-        else if (!FileDescriptors.TryStat(fd, out var info) || (!info.IsRegular) || (ulong)info.Size < offset + size)
-            error = $"the fd does not hold {size} bytes at offset {offset}";
+        FileDescriptors.Info info = default;
+        if (queues == 0 || queues > _queues.Length)
+            error = $"{queues} queues, but this device has {_queues.Length}";
+        else if (queueSize == 0 || queueSize > Virtqueue.MaxSize)
+            error = $"queue size {queueSize} (rings hold 1 to {Virtqueue.MaxSize})";
+        else if (size < queues * perQueue || size > MaxInflightArea)
+            error = $"an area of {size} bytes for {queues} queue(s) of {queueSize}, which need {queues * perQueue}";
+        else if (offset > MaxInflightArea)
+            error = $"offset {offset} is beyond {MaxInflightArea} bytes";
+        // fstat before mmap: touching a mapping past the end of its file raises SIGBUS
+        else if (!FileDescriptors.TryStat(fd, out info) || !info.IsRegular)
+            error = "the fd is not a memory file";
+        else if ((ulong)info.Size < offset + size)
+            error = $"the fd holds {info.Size} bytes, not {size} at offset {offset}";
         if (error != null)
         {
             fd.Dispose();
