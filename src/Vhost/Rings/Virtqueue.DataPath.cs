@@ -84,7 +84,7 @@ public sealed partial class Virtqueue
             _usedIdx = used;
         }
         _signalledUsed = _usedIdx;
-        RecoverInflightSplit();
+        RecoverInflight();
     }
 
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
@@ -129,6 +129,7 @@ public sealed partial class Virtqueue
                     _availWrap = !_availWrap;
                 }
                 _lastAvail = (ushort)prev;
+                if (_inflightOn) UnmarkInflightPacked(chains[i].Id);
             }
             else
             {

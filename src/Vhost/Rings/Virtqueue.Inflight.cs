@@ -5,7 +5,7 @@ using Vhost.Interop;
 namespace Vhost.Rings;
 
 /// <summary>
-/// In-flight tracking (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) for split rings, in the per-queue layout of the
+/// In-flight tracking (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) for split rings (packed: Virtqueue.InflightPacked.cs), in the per-queue layout of the
 /// vhost-user spec: a 16-byte header (u64 features, u16 version, u16 desc_num, u16 last_batch_head,
 /// u16 used_idx) and one 16-byte entry per descriptor (u8 inflight, 5 pad, u16 next, u64 counter).
 /// The area outlives this process (the front-end keeps its fd), so after a crash the next back-end sees
@@ -45,16 +45,17 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>At start: repair the last completion if it was cut short, then queue every head still in flight, oldest first.</summary>
-    private void RecoverInflightSplit()
+    private void RecoverInflight()
     {
         // new addresses for a running ring: what is in flight is still being worked on, not lost
         if (_remapping && _inflightOn) return;
         _inflightOn = false;
         _resubmitCount = _resubmitAt = 0;
         InflightResubmitted = 0;
-        if (_inflightRegion.IsEmpty || IsPacked)
+        if (_inflightRegion.IsEmpty) return;
+        if (IsPacked)
         {
-            if (!_inflightRegion.IsEmpty) _logger.LogWarning("queue {Queue}: in-flight tracking is implemented for split rings only", Index);
+            RecoverInflightPacked();
             return;
         }
         if (_inflightQueueSize < Size || _inflightRegion.Length < (nuint)(InflightHeader + InflightEntry * Size))
