@@ -19,10 +19,10 @@ public sealed partial class BlkInteropTests(ITestOutputHelper output)
 
     private static string Integrity => SharedHarness.Script("guest-tests/blk-integrity.sh");
 
-    private static string[] Device(string sock, int queues = 1, bool reconnect = false, int smp = 1) =>
+    private static string[] Device(string sock, int queues = 1, bool reconnect = false, int smp = 1, bool packed = false) =>
     [
         "-chardev", $"socket,id=c0,path={sock}{(reconnect ? ",reconnect=1" : "")}",
-        "-device", $"vhost-user-blk-pci,chardev=c0,num-queues={queues}",
+        "-device", $"vhost-user-blk-pci,chardev=c0,num-queues={queues}{(packed ? ",packed=on" : "")}",
         // guest-run.sh says -smp 1; a later -smp wins
         .. (smp > 1 ? new[] { "-smp", $"{smp}" } : []),
     ];
@@ -125,15 +125,17 @@ public sealed partial class BlkInteropTests(ITestOutputHelper output)
     /// are in flight) is killed with SIGKILL and started again on the same image; QEMU reconnects, the new
     /// back-end resubmits what the old one had popped, and every pass reads back what it wrote.
     /// </summary>
-    [Fact]
-    public async Task BackEndKilledAndRestartedLosesNothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BackEndKilledAndRestartedLosesNothing(bool packed)
     {
         using var dir = new PeerTempDir("blk");
         var sock = dir.File("b.sock");
         var image = dir.File("disk.img");
         string[] slow = ["--image", image, "--size", "64M", "--latency-ms", "400", "--io-threads", "4"];
         var first = VhostTool.StartBlk(dir, sock, slow);
-        using var guest = QemuGuest.Start(SharedHarness.LocalGuestScript("blk-write-loop.sh"), Device(sock, reconnect: true), dir, T);
+        using var guest = QemuGuest.Start(SharedHarness.LocalGuestScript("blk-write-loop.sh"), Device(sock, reconnect: true, packed: packed), dir, T);
         VhostTool? second = null;
         try
         {
@@ -151,6 +153,8 @@ public sealed partial class BlkInteropTests(ITestOutputHelper output)
             var r = Check(await guest.Completion.WaitAsync(T), "kill and restart");
             output.WriteLine($"restarted {killedAt.Elapsed.TotalSeconds:F1} s before the guest finished");
             Assert.Contains("pass=2", r.Console, StringComparison.Ordinal);
+            var features = Regex.Match(r.Console, "features=([01]{64})").Groups[1].Value;
+            Assert.True(features.Length == 64 && features[34] == (packed ? '1' : '0'), $"ring format not as asked: features={features}");
             Assert.Equal(0, second.Interrupt(TimeSpan.FromSeconds(20)));
             var resubmitted = Regex.Match(second.Output, @"(\d+) request\(s\) were in flight");
             output.WriteLine(resubmitted.Success ? $"resubmitted after restart: {resubmitted.Groups[1].Value}" : "nothing was in flight at the kill");

@@ -4,6 +4,8 @@
 # The host kills and restarts the back-end meanwhile; every pass must read back exactly what it wrote.
 set -e
 echo "sectors=$(cat /sys/block/vda/size) queues=$(ls /sys/block/vda/mq | wc -l)"
+# the negotiated virtio feature bits, bit 0 first (bit 34: VIRTIO_F_RING_PACKED)
+echo "features=$(cat /sys/block/vda/device/features)"
 p=1
 while [ $p -le 2 ]; do
   dd if=/dev/urandom of=/tmp/pat bs=1M count=8 2>/dev/null
