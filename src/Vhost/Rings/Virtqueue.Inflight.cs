@@ -114,15 +114,15 @@ public sealed partial class Virtqueue
         Volatile.Write(ref _inflightRegion.Ref<byte>(Entry(head)), 1);
     }
 
-    /// <summary>Pops the heads found in flight at start before anything from the avail ring.</summary>
+    /// <summary>Pops the chains found in flight at start before anything new (split: heads; packed: head entries of the area).</summary>
     private void PopResubmitted(Span<DescriptorChain> chains, Span<BufferSegment> segments, ref int n, ref int used)
     {
         while (_resubmitAt < _resubmitCount && n < chains.Length)
         {
             ushort head = _resubmit[_resubmitAt];
-            var chain = new DescriptorChain { Id = head, SlotCount = 1 };
+            var chain = new DescriptorChain { Id = IsPacked ? _pHeadId[head] : head, SlotCount = IsPacked ? _pNum[head] : (ushort)1 };
             string? reason = null;
-            var r = WalkSplit(head, segments[used..], ref chain, ref reason);
+            var r = IsPacked ? WalkResubmittedPacked(head, segments[used..], ref chain, ref reason) : WalkSplit(head, segments[used..], ref chain, ref reason);
             if (r == Walk.NoRoom)
             {
                 if (used > 0) break;
@@ -133,7 +133,7 @@ public sealed partial class Virtqueue
             if (r == Walk.Bad)
             {
                 BadChain(reason ?? "bad resubmitted chain");
-                PushUsed(head, 1, 0);
+                PushUsed(chain.Id, chain.SlotCount, 0);
                 continue;
             }
             chain.SegmentStart = used;

@@ -307,44 +307,22 @@ public sealed partial class Virtqueue
         r.Ref<ushort>(12) = r.Ref<ushort>(14) = (ushort)head;
     }
 
-    /// <summary>Pops the chains found in flight at start, from their recorded descriptors, before anything new.</summary>
-    private void PopResubmittedPacked(Span<DescriptorChain> chains, Span<BufferSegment> segments, ref int n, ref int used)
+    /// <summary>Walks a chain found in flight at start from the descriptors kept in the area.</summary>
+    private Walk WalkResubmittedPacked(int head, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
     {
         var r = _inflightRegion;
-        while (_resubmitAt < _resubmitCount && n < chains.Length)
+        var result = Walk.Ok;
+        int e = head;
+        for (int k = 0; k < _pNum[head] && result == Walk.Ok; k++, e = _pNext[e])
         {
-            int head = _resubmit[_resubmitAt];
-            int num = _pNum[head];
-            var chain = new DescriptorChain { Id = _pHeadId[head], SlotCount = (ushort)num };
-            string? reason = null;
-            var result = Walk.Ok;
-            int e = head;
-            for (int k = 0; k < num && result == Walk.Ok; k++, e = _pNext[e])
-            {
-                nuint at = PEntry(e);
-                ulong addr = r.Ref<ulong>(at + 24);
-                uint len = r.Ref<uint>(at + 20);
-                ushort flags = r.Ref<ushort>(at + 18);
-                result = (flags & DescIndirect) != 0
-                    ? WalkPackedIndirect(addr, len, segments[used..], ref chain, ref reason)
-                    : AddBuffer(addr, len, (flags & DescWrite) != 0, segments[used..], ref chain, ref reason);
-            }
-            if (result == Walk.NoRoom)
-            {
-                if (used > 0) break;
-                result = Walk.Bad;
-                reason = $"chain needs more than {segments.Length} segments";
-            }
-            _resubmitAt++;
-            if (result == Walk.Bad)
-            {
-                BadChain(reason ?? "bad resubmitted chain");
-                PushUsed(chain.Id, chain.SlotCount, 0);
-                continue;
-            }
-            chain.SegmentStart = used;
-            used += chain.SegmentCount;
-            chains[n++] = chain;
+            nuint at = PEntry(e);
+            ulong addr = r.Ref<ulong>(at + 24);
+            uint len = r.Ref<uint>(at + 20);
+            ushort flags = r.Ref<ushort>(at + 18);
+            result = (flags & DescIndirect) != 0
+                ? WalkPackedIndirect(addr, len, segments, ref chain, ref reason)
+                : AddBuffer(addr, len, (flags & DescWrite) != 0, segments, ref chain, ref reason);
         }
+        return result;
     }
 }

@@ -28,7 +28,7 @@ public sealed partial class Virtqueue
     private int PopPacked(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         int n = 0, used = 0;
-        if (_resubmitAt < _resubmitCount) PopResubmittedPacked(chains, segments, ref n, ref used);
+        if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
         while (n < chains.Length)
         {
             // acquire: the head's flags are written last by the driver; the rest of the chain is visible after
