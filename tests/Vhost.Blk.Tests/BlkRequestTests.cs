@@ -133,6 +133,16 @@ public sealed class BlkRequestTests
         Assert.Equal(2, h.Blk.QueueStats(1).Requests);
     }
 
+    /// <summary>Requests complete when their storage does, out of order: VIRTIO_F_IN_ORDER must not be offered.</summary>
+    [Fact]
+    public void InOrderIsNotOffered()
+    {
+        using var disk = new MemoryDisk(1 << 20, "in-order");
+        using var blk = new VirtioBlk(disk, new VirtioBlkOptions());
+        Assert.False(VirtioFeature.Has(blk.Features, VirtioFeature.InOrder));
+        Assert.True(VirtioFeature.Has(blk.Features, VirtioFeature.RingPacked));
+    }
+
     [Fact]
     public void ConfigSpaceDescribesTheDisk()
     {
