@@ -78,13 +78,8 @@ public sealed class BlkInflightTests
         InFlight(ids[3], 4);
         InFlight(ids[2], 5);
 
-        Assert.Equal(0UL, fe.SetInflightFd(info, fd!, needReply: true));
-        Assert.Equal(0UL, fe.SetVringNum(0, 16, needReply: true));
-        Assert.Equal(0UL, fe.SetVringAddr(q.Address, needReply: true));
-        Assert.Equal(0UL, fe.SetVringBase(0, 1, needReply: true));   // what QEMU sends after losing a back-end: its used index
-        Assert.Equal(0UL, fe.SetVringCall(0, q.CallFd, needReply: true));
-        Assert.Equal(0UL, fe.SetVringKick(0, q.KickFd, needReply: true));
-        Assert.Equal(0UL, fe.SetVringEnable(0, true, needReply: true));
+        // base 1: what QEMU sends for a split ring after losing a back-end (its used index)
+        InflightRestart.Resume(fe, info, fd!, q, 1);
 
         Assert.Equal(ids[1], ring.WaitUsed(T).Id);   // the completion the dead back-end had published
         var order = new[] { ring.WaitUsed(T).Id, ring.WaitUsed(T).Id, ring.WaitUsed(T).Id };
@@ -167,10 +162,8 @@ public sealed class BlkInflightTests
         using var setupA = new DeviceSetup(feA, options, memory);
         setupA.Negotiate();
         setupA.SendMemTable();
-        var (info, fd) = feA.GetInflightFd(1, QSize);
-        Assert.NotNull(fd);
-        using var inflightFd = fd!;
-        Assert.Equal(0UL, feA.SetInflightFd(info, inflightFd, needReply: true));
+        var (info, inflightFd) = InflightRestart.ShareArea(feA, 1, QSize);
+        using var areaFd = inflightFd;
         var q = setupA.SetUpQueue(0);
         setupA.EnableQueues();
         first.Ops.WaitFor("new");
@@ -238,14 +231,8 @@ public sealed class BlkInflightTests
         setupB.Negotiate();
         Assert.True(VirtioFeature.Has(setupB.AckedFeatures, VirtioFeature.RingPacked));
         setupB.SendMemTable();
-        Assert.Equal(0UL, feB.SetInflightFd(info, inflightFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringNum(0, QSize, needReply: true));
-        Assert.Equal(0UL, feB.SetVringAddr(q.Address, needReply: true));
         // QEMU cannot ask a dead back-end where a packed ring stopped: it sends the base of the last start
-        Assert.Equal(0UL, feB.SetVringBase(0, 0x8000, needReply: true));
-        Assert.Equal(0UL, feB.SetVringCall(0, q.CallFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringKick(0, q.KickFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringEnable(0, true, needReply: true));
+        InflightRestart.Resume(feB, info, inflightFd, q, 0x8000);
 
         var order = new[] { ring.WaitUsed(T).Id, ring.WaitUsed(T).Id };
         Assert.Equal([ids[0], ids[2]], order);

@@ -34,27 +34,10 @@ public sealed class PackedInflightRecoveryTests
     [InlineData(false)]
     public void CrashInsideAUsedBatch(bool published)
     {
-        using var memory = FrontEndMemory.Create(4 << 20, 0x10_0000);
-        using var first = new TestBackEnd(maxQueues: 1, extraProtocolFeatures: Inflight);
-        var feA = first.Connect();
-        using var setupA = new DeviceSetup(feA, Options, memory);
-        setupA.Negotiate();
-        setupA.SendMemTable();
-        var (info, fd) = feA.GetInflightFd(1, QSize);
-        using var inflightFd = fd ?? throw new InvalidOperationException("no in-flight fd");
-        Assert.Equal(0UL, feA.SetInflightFd(info, inflightFd, needReply: true));
-        var q = setupA.SetUpQueue(0);
-        setupA.EnableQueues();
-        first.Ops.WaitFor("new");
-        var vqA = first.Ops.LastNew!.Queue(0);
-        var ring = new DriverPackedRing(q, memory);
-        using var area = MemoryMapping.Map(inflightFd, (nuint)info.MmapSize);
-        var w = area.Window;
+        using var a = new FirstBackEnd();
+        var (memory, q, vqA, ring, w) = (a.Memory, a.Queue, a.Vq, a.Ring, a.Area.Window);
 
-        DriverBuffer Buf(uint len, bool writable) => new(memory.Allocate(len, 16), len, writable);
-        ushort r0 = ring.Add(Buf(16, false), Buf(64, true));      // slots 0-1
-        ushort r1 = ring.AddIndirect(Buf(32, false), Buf(8, true)); // slot 2
-        ushort r2 = ring.Add(Buf(24, false), Buf(40, true));       // slots 3-4
+        var (r0, r1, r2) = a.AddThreeRequests();
         var chains = new DescriptorChain[8];
         var segs = new BufferSegment[32];
         byte[] before;
@@ -72,24 +55,10 @@ public sealed class PackedInflightRecoveryTests
         Assert.NotEqual(w.Ref<ushort>(16), w.Ref<ushort>(18));
         if (!published) q.Desc.Ref<ushort>(14) = slot0Flags;   // died before the flags: the driver saw nothing
         else Assert.Equal(new UsedElement(r1, 8), ring.WaitUsed(T));
-        feA.Dispose();
-        var end = DateTime.UtcNow + T;
-        while (first.Socket.Devices.Count > 0 && DateTime.UtcNow < end) Thread.Sleep(5);
+        a.Die();
 
-        using var second = new TestBackEnd(maxQueues: 1, extraProtocolFeatures: Inflight);
-        using var feB = second.Connect();
-        using var setupB = new DeviceSetup(feB, Options, memory);
-        setupB.Negotiate();
-        setupB.SendMemTable();
-        Assert.Equal(0UL, feB.SetInflightFd(info, inflightFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringNum(0, QSize, needReply: true));
-        Assert.Equal(0UL, feB.SetVringAddr(q.Address, needReply: true));
-        Assert.Equal(0UL, feB.SetVringBase(0, 0x8000, needReply: true));
-        Assert.Equal(0UL, feB.SetVringCall(0, q.CallFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringKick(0, q.KickFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringEnable(0, true, needReply: true));
-        second.Ops.WaitFor("new");
-        var vqB = second.Ops.LastNew!.Queue(0);
+        using var b = new SecondBackEnd(a);
+        var (second, vqB) = (b.BackEnd, b.Vq);
         ushort[] expected = published ? [r0, r2] : [r0, r1, r2];
         Assert.Equal(expected.Length, vqB.InflightResubmitted);
         lock (vqB.AccessLock)
@@ -109,15 +78,7 @@ public sealed class PackedInflightRecoveryTests
         foreach (var id in expected) Assert.Equal(id, ring.WaitUsed(T).Id);
 
         // the rings continue where the driver is, and tracking costs no allocation
-        ushort next = ring.Add(Buf(16, false), Buf(16, true));
-        lock (vqB.AccessLock)
-        {
-            Assert.Equal(1, vqB.Pop(chains, segs));
-            Assert.Equal(next, chains[0].Id);
-            vqB.PushUsed(chains[0], 16);
-            vqB.FlushUsed();
-        }
-        Assert.Equal(next, ring.WaitUsed(T).Id);
+        a.AssertNextRequestServed(vqB);
         ulong b1 = memory.Allocate(16, 16), b2 = memory.Allocate(16, 16);
         void Round()
         {
@@ -136,14 +97,14 @@ public sealed class PackedInflightRecoveryTests
         {
             // only the back-end's part is measured: the test driver allocates
             ring.Add(new DriverBuffer(b1, 16, false), new DriverBuffer(b2, 16, true));
-            long a = GC.GetAllocatedBytesForCurrentThread();
+            long at = GC.GetAllocatedBytesForCurrentThread();
             lock (vqB.AccessLock)
             {
                 vqB.Pop(chains, segs);
                 vqB.PushUsed(chains[0], 16);
                 vqB.FlushUsed();
             }
-            bytes += GC.GetAllocatedBytesForCurrentThread() - a;
+            bytes += GC.GetAllocatedBytesForCurrentThread() - at;
             ring.WaitUsed(T);
         }
         Assert.Equal(0, bytes);
@@ -161,32 +122,13 @@ public sealed class PackedInflightRecoveryTests
     [Fact]
     public void ForgedRecordsAreRefusedAndTheRingStillServes()
     {
-        using var memory = FrontEndMemory.Create(4 << 20, 0x10_0000);
-        using var first = new TestBackEnd(maxQueues: 1, extraProtocolFeatures: Inflight);
-        var feA = first.Connect();
-        using var setupA = new DeviceSetup(feA, Options, memory);
-        setupA.Negotiate();
-        setupA.SendMemTable();
-        var (info, fd) = feA.GetInflightFd(1, QSize);
-        using var inflightFd = fd ?? throw new InvalidOperationException("no in-flight fd");
-        Assert.Equal(0UL, feA.SetInflightFd(info, inflightFd, needReply: true));
-        var q = setupA.SetUpQueue(0);
-        setupA.EnableQueues();
-        first.Ops.WaitFor("new");
-        var vqA = first.Ops.LastNew!.Queue(0);
-        var ring = new DriverPackedRing(q, memory);
-        using var area = MemoryMapping.Map(inflightFd, (nuint)info.MmapSize);
-        var w = area.Window;
-        DriverBuffer Buf(uint len, bool writable) => new(memory.Allocate(len, 16), len, writable);
-        ushort r0 = ring.Add(Buf(16, false), Buf(64, true));      // entries 0-1
-        ushort r1 = ring.AddIndirect(Buf(32, false), Buf(8, true)); // entry 2
-        ushort r2 = ring.Add(Buf(24, false), Buf(40, true));       // entries 3-4
+        using var a = new FirstBackEnd();
+        var (memory, q, vqA, ring, w) = (a.Memory, a.Queue, a.Vq, a.Ring, a.Area.Window);
+        var (r0, r1, r2) = a.AddThreeRequests();   // area entries 0-1, 2, 3-4
         var chains = new DescriptorChain[8];
         var segs = new BufferSegment[32];
         lock (vqA.AccessLock) Assert.Equal(3, vqA.Pop(chains, segs));
-        feA.Dispose();
-        var end = DateTime.UtcNow + T;
-        while (first.Socket.Devices.Count > 0 && DateTime.UtcNow < end) Thread.Sleep(5);
+        a.Die();
 
         Assert.Equal(1, w.Ref<byte>(32 + 32 * 2));
         w.Ref<ushort>(32 + 32 * 2 + 16) = 200;          // r1: buffer id 200 in a ring of 8
@@ -194,20 +136,8 @@ public sealed class PackedInflightRecoveryTests
         w.Ref<ushort>(32 + 32 * 4 + 2) = 0;
         w.Ref<ushort>(32 + 32 * 3 + 4) = 0;
 
-        using var second = new TestBackEnd(maxQueues: 1, extraProtocolFeatures: Inflight);
-        using var feB = second.Connect();
-        using var setupB = new DeviceSetup(feB, Options, memory);
-        setupB.Negotiate();
-        setupB.SendMemTable();
-        Assert.Equal(0UL, feB.SetInflightFd(info, inflightFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringNum(0, QSize, needReply: true));
-        Assert.Equal(0UL, feB.SetVringAddr(q.Address, needReply: true));
-        Assert.Equal(0UL, feB.SetVringBase(0, 0x8000, needReply: true));
-        Assert.Equal(0UL, feB.SetVringCall(0, q.CallFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringKick(0, q.KickFd, needReply: true));
-        Assert.Equal(0UL, feB.SetVringEnable(0, true, needReply: true));
-        second.Ops.WaitFor("new");
-        var vqB = second.Ops.LastNew!.Queue(0);
+        using var b = new SecondBackEnd(a);
+        var (second, vqB) = (b.BackEnd, b.Vq);
         Assert.Equal(1, vqB.InflightResubmitted);
         Assert.True(second.Logs.WaitForError("2 in-flight record(s) in the area do not describe a chain"));
         lock (vqB.AccessLock)
@@ -218,16 +148,116 @@ public sealed class PackedInflightRecoveryTests
             vqB.FlushUsed();
         }
         foreach (var id in new[] { r0, r1, r2 }) Assert.Equal(id, ring.WaitUsed(T).Id);
-        ushort next = ring.Add(Buf(16, false), Buf(16, true));
-        lock (vqB.AccessLock)
-        {
-            Assert.Equal(1, vqB.Pop(chains, segs));
-            Assert.Equal(next, chains[0].Id);
-            vqB.PushUsed(chains[0], 16);
-            vqB.FlushUsed();
-        }
-        Assert.Equal(next, ring.WaitUsed(T).Id);
+        a.AssertNextRequestServed(vqB);
         Assert.Single(second.Logs.Errors);
         Assert.Null(second.Ops.LastNew!.FaultReason);
+    }
+
+    /// <summary>The next back-end, given the dead one's area, rings and eventfds.</summary>
+    private sealed class SecondBackEnd : IDisposable
+    {
+        private readonly TestFrontEnd _fe;
+        private readonly DeviceSetup _setup;
+
+        public SecondBackEnd(FirstBackEnd a)
+        {
+            _fe = BackEnd.Connect();
+            _setup = new DeviceSetup(_fe, Options, a.Memory);
+            _setup.Negotiate();
+            _setup.SendMemTable();
+            // a front-end that lost its back-end cannot ask where a packed ring stopped: it sends the last start's base
+            InflightRestart.Resume(_fe, a.Info, a.Fd, a.Queue, 0x8000);
+            BackEnd.Ops.WaitFor("new");
+            Vq = BackEnd.Ops.LastNew!.Queue(0);
+        }
+
+        public TestBackEnd BackEnd { get; } = new(maxQueues: 1, extraProtocolFeatures: Inflight);
+
+        public Virtqueue Vq { get; }
+
+        public void Dispose()
+        {
+            _setup.Dispose();
+            _fe.Dispose();
+            BackEnd.Dispose();
+        }
+    }
+
+    /// <summary>The back-end that dies: the core alone, the test its application, the area shared at start.</summary>
+    private sealed class FirstBackEnd : IDisposable
+    {
+        private readonly TestBackEnd _be = new(maxQueues: 1, extraProtocolFeatures: Inflight);
+        private readonly TestFrontEnd _fe;
+        private readonly DeviceSetup _setup;
+
+        public FirstBackEnd()
+        {
+            _fe = _be.Connect();
+            _setup = new DeviceSetup(_fe, Options, Memory);
+            _setup.Negotiate();
+            _setup.SendMemTable();
+            (Info, Fd) = InflightRestart.ShareArea(_fe, 1, QSize);
+            Area = MemoryMapping.Map(Fd, (nuint)Info.MmapSize);
+            Queue = _setup.SetUpQueue(0);
+            _setup.EnableQueues();
+            _be.Ops.WaitFor("new");
+            Vq = _be.Ops.LastNew!.Queue(0);
+            Ring = new DriverPackedRing(Queue, Memory);
+        }
+
+        public FrontEndMemory Memory { get; } = FrontEndMemory.Create(4 << 20, 0x10_0000);
+
+        public InflightPayload Info { get; }
+
+        public SafeFd Fd { get; }
+
+        public MemoryMapping Area { get; }
+
+        public QueueSetup Queue { get; }
+
+        public Virtqueue Vq { get; }
+
+        public DriverPackedRing Ring { get; }
+
+        public DriverBuffer Buf(uint len, bool writable) => new(Memory.Allocate(len, 16), len, writable);
+
+        /// <summary>A new request is popped by <paramref name="vq"/> (found where the driver put it) and comes back.</summary>
+        public void AssertNextRequestServed(Virtqueue vq)
+        {
+            ushort next = Ring.Add(Buf(16, false), Buf(16, true));
+            var chains = new DescriptorChain[2];
+            lock (vq.AccessLock)
+            {
+                Assert.Equal(1, vq.Pop(chains, new BufferSegment[8]));
+                Assert.Equal(next, chains[0].Id);
+                vq.PushUsed(chains[0], 16);
+                vq.FlushUsed();
+            }
+            Assert.Equal(next, Ring.WaitUsed(T).Id);
+        }
+
+        /// <summary>Three requests of 2, 1 (indirect) and 2 slots: their buffer ids.</summary>
+        public (ushort, ushort, ushort) AddThreeRequests()
+        {
+            return (Ring.Add(Buf(16, false), Buf(64, true)), Ring.AddIndirect(Buf(32, false), Buf(8, true)), Ring.Add(Buf(24, false), Buf(40, true)));
+        }
+
+        /// <summary>The connection goes; nothing more is written to the area or the rings.</summary>
+        public void Die()
+        {
+            _fe.Dispose();
+            var end = DateTime.UtcNow + T;
+            while (_be.Socket.Devices.Count > 0 && DateTime.UtcNow < end) Thread.Sleep(5);
+        }
+
+        public void Dispose()
+        {
+            _fe.Dispose();
+            _setup.Dispose();
+            _be.Dispose();
+            Area.Dispose();
+            Fd.Dispose();
+            Memory.Dispose();
+        }
     }
 }
