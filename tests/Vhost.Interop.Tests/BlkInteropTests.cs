@@ -158,6 +158,9 @@ public sealed partial class BlkInteropTests(ITestOutputHelper output)
             Assert.Equal(0, second.Interrupt(TimeSpan.FromSeconds(20)));
             var resubmitted = Regex.Match(second.Output, @"(\d+) request\(s\) were in flight");
             output.WriteLine(resubmitted.Success ? $"resubmitted after restart: {resubmitted.Groups[1].Value}" : "nothing was in flight at the kill");
+            // what the front-end told the new back-end about the ring, and what the area said
+            foreach (var line in second.Output.Split('\n').Where(l => l.Contains("in-flight area", StringComparison.Ordinal)))
+                output.WriteLine($"second back-end: {line.Trim()}");
             Assert.Equal(Sha1OfPrefix(image, 8 << 20), Regex.Match(r.Console, "final=([0-9a-f]{40})").Groups[1].Value);
         }
         finally
