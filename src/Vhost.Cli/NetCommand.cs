@@ -131,6 +131,7 @@ internal sealed class NetForwarder : IDisposable
         var burst = new Packet[32];
         var replies = new Packet[32];
         var template = Array.Empty<Packet>();
+        var backoff = new IdleBackoff();
         if (_mode == "txonly")
         {
             template = new Packet[32];
@@ -183,7 +184,7 @@ internal sealed class NetForwarder : IDisposable
                 }
                 pool.Free(burst.AsSpan(0, n));
             }
-            if (idle) Thread.SpinWait(50);
+            backoff.After(idle);
         }
         foreach (var t in template) if (!t.IsNull) pool.Free(t);
     }
@@ -194,6 +195,7 @@ internal sealed class NetForwarder : IDisposable
         using var pool = new PacketPool(16384);
         var burst = new Packet[32];
         var one = new Packet[1];
+        var backoff = new IdleBackoff();
         while (!_stop.IsCancellationRequested)
         {
             bool idle = true;
@@ -226,7 +228,7 @@ internal sealed class NetForwarder : IDisposable
                     pool.Free(burst.AsSpan(0, n));
                 }
             }
-            if (idle) Thread.SpinWait(50);
+            backoff.After(idle);
         }
     }
 
@@ -257,6 +259,8 @@ internal sealed class NetForwarder : IDisposable
 
         public override bool NewDevice(VhostDevice device)
         {
+            // every queue is polled: a kick would only cost the front-end an eventfd write per burst
+            for (int q = 0; q < device.Queues.Count; q++) device.EnableGuestNotification(q, false);
             Device = device;
             Console.Out.WriteLine($"port {Id}: device {device.Id} ready (features 0x{device.Features:x})");
             return true;
@@ -292,13 +296,34 @@ internal sealed class NetForwarder : IDisposable
             {
                 int n = VirtioNet.EnqueueBurst(dev, queue, packets[done..]);
                 done += n;
-                if (n == 0) Thread.SpinWait(20);
+                if (n == 0) Thread.SpinWait(1);
             }
             CountTx(packets[..done]);
             Dropped += packets.Length - done;
         }
 
         public Totals Snapshot() => new(Volatile.Read(ref RxPackets), Volatile.Read(ref RxBytes), Volatile.Read(ref TxPackets), Volatile.Read(ref TxBytes), Volatile.Read(ref Dropped));
+    }
+
+    /// <summary>
+    /// How a polling loop waits when a pass found nothing: a pause per pass while work is likely near (a ring
+    /// that ran dry for a moment must be seen again within nanoseconds, or the front-end stalls on a full
+    /// ring), longer pauses after about a thousand empty passes in a row.
+    /// </summary>
+    private struct IdleBackoff
+    {
+        private int _idlePasses;
+
+        public void After(bool idle)
+        {
+            if (!idle)
+            {
+                _idlePasses = 0;
+                return;
+            }
+            if (_idlePasses < 1024) _idlePasses++;
+            Thread.SpinWait(_idlePasses < 1024 ? 1 : 50);
+        }
     }
 
     private readonly record struct Totals(long RxPackets, long RxBytes, long TxPackets, long TxBytes, long Dropped)

@@ -45,7 +45,12 @@ public static class VirtioNet
         if (q.UserData is QueueState s) return s;
         s = new QueueState(device.Id, q.Index);
         // odd queues carry the guest's transmissions: we only read them
-        if ((q.Index & 1) == 1) q.DeviceReadsOnly = true;
+        if ((q.Index & 1) == 1)
+        {
+            q.DeviceReadsOnly = true;
+            // DequeueBurst returns every chain it pops, in order, in the same flush
+            q.BatchInOrderUsed = true;
+        }
         q.UserData = s;
         return s;
     }
@@ -77,10 +82,34 @@ public static class VirtioNet
             int hdrLen = HeaderLength(device);
             ulong features = device.Features;
             Span<byte> hdr = stackalloc byte[12];
+            int room = pool.DataRoom;
             for (int i = 0; i < n; i++)
             {
                 ref var c = ref st.Chains[i];
                 q.PushUsed(c, 0);
+                // fast path, the shape of nearly every frame: header and frame in one buffer, no offload asked,
+                // frame fits one pool buffer
+                if (c.ReadableSegments == 1)
+                {
+                    var src = st.Segments[c.SegmentStart].Window.AsSpan();
+                    int len = src.Length - hdrLen;
+                    if (len >= EthHeader && len <= room && BinaryPrimitives.ReadUInt16LittleEndian(src) == 0)
+                    {
+                        if (!pool.TryAllocate(out var fp))
+                        {
+                            st.Stats.Dropped++;
+                            continue;
+                        }
+                        var data = pool.DataOf(fp.Index);
+                        src.Slice(hdrLen, len).CopyTo(data);
+                        ref var fm = ref pool.MetaOf(fp.Index);
+                        fm.DataLength = len;
+                        fm.PacketLength = len;
+                        st.Stats.Count(data, len);
+                        packets[produced++] = fp;
+                        continue;
+                    }
+                }
                 var segs = new ReadOnlySpan<BufferSegment>(st.Segments, c.SegmentStart, c.ReadableSegments);
                 int frameLen = (int)c.ReadableBytes - hdrLen;
                 if (frameLen < EthHeader)
@@ -149,6 +178,31 @@ public static class VirtioNet
                 var p = packets[placed];
                 int len = p.Length;
                 int total = hdrLen + len;
+                if (next == have && have < chains.Length)
+                {
+                    // every remaining frame needs at least one chain
+                    PopMore(q, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
+                }
+                // fast path: a one-buffer frame into a chain whose first writable buffer holds header and frame
+                if (next < have && p.Meta.Next < 0)
+                {
+                    ref var c = ref chains[next];
+                    if (c.SegmentCount > c.ReadableSegments)
+                    {
+                        var dstWin = st.Segments[c.SegmentStart + c.ReadableSegments].Window;
+                        if ((int)Math.Min(dstWin.Length, int.MaxValue) >= total)
+                        {
+                            var dst = dstWin.Span(0, total);
+                            var data = p.Pool.DataOf(p.Index);
+                            WriteRxHeader(dst[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
+                            data[..len].CopyTo(dst[hdrLen..]);
+                            q.PushUsed(c, (uint)total);
+                            st.Stats.Count(data, len);
+                            next++;
+                            continue;
+                        }
+                    }
+                }
                 // gather enough chains: one without mergeable buffers, as many as it takes with them
                 int k = next;
                 long room = 0;
@@ -159,16 +213,7 @@ public static class VirtioNet
                         if (have == chains.Length) break;
                         // every remaining frame needs at least one chain; more are popped only when a frame needs them
                         int ask = Math.Max(1, Math.Min(chains.Length - have, packets.Length - placed - (have - k)));
-                        int got = q.Pop(chains.AsSpan(have, ask), st.Segments.AsSpan(segUsed));
-                        // Pop numbers segments from the start of the span it was given
-                        int baseSeg = segUsed;
-                        for (int j = have; j < have + got; j++)
-                        {
-                            chains[j].SegmentStart += baseSeg;
-                            segUsed = chains[j].SegmentStart + chains[j].SegmentCount;
-                        }
-                        have += got;
-                        if (got == 0) break;
+                        if (PopMore(q, st, ask, ref have, ref segUsed) == 0) break;
                     }
                     room += chains[k].WritableBytes;
                     k++;
@@ -185,24 +230,7 @@ public static class VirtioNet
                     break; // the ring is out of buffers: the rest waits for the caller's next try
                 }
                 int buffers = k - next;
-                hdr.Clear();
-                ref var m = ref p.Meta;
-                if (guestCsum && (m.Offloads & PacketOffloads.NeedsCsum) != 0)
-                {
-                    hdr[0] = 1;
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[6..], m.CsumStart);
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], m.CsumOffset);
-                }
-                else if (guestCsum && (m.Offloads & PacketOffloads.DataValid) != 0)
-                {
-                    hdr[0] = 2;
-                }
-                if (guestTso && m.GsoType != GsoNone)
-                {
-                    hdr[1] = m.GsoType;
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[2..], m.HeaderLength);
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[4..], m.GsoSize);
-                }
+                WriteRxHeader(hdr[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
                 if (hdrLen == 12) BinaryPrimitives.WriteUInt16LittleEndian(hdr[10..], (ushort)buffers);
                 var w = new RxWriter(q, chains, st.Segments, next, k);
                 w.Write(hdr[..hdrLen]);
@@ -225,6 +253,49 @@ public static class VirtioNet
         finally
         {
             q.AccessLock.Exit();
+        }
+    }
+
+    /// <summary>Pops up to <paramref name="ask"/> more chains after the <paramref name="have"/> already held.</summary>
+    private static int PopMore(Virtqueue q, QueueState st, int ask, ref int have, ref int segUsed)
+    {
+        var chains = st.Chains;
+        int got = q.Pop(chains.AsSpan(have, ask), st.Segments.AsSpan(segUsed));
+        // Pop numbers segments from the start of the span it was given
+        int baseSeg = segUsed;
+        for (int j = have; j < have + got; j++)
+        {
+            chains[j].SegmentStart += baseSeg;
+            segUsed = chains[j].SegmentStart + chains[j].SegmentCount;
+        }
+        have += got;
+        return got;
+    }
+
+    /// <summary>The receive header for a packet's offload metadata; num_buffers (if present) is 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteRxHeader(Span<byte> hdr, ref PacketMeta m, bool guestCsum, bool guestTso, int hdrLen)
+    {
+        // flags, gso type, hdr_len, gso_size, then csum fields and num_buffers = 1: two stores instead of a clear
+        BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
+        if (hdrLen == 12) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
+        else BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], 0);
+        if (m.Offloads == PacketOffloads.None && m.GsoType == GsoNone) return;
+        if (guestCsum && (m.Offloads & PacketOffloads.NeedsCsum) != 0)
+        {
+            hdr[0] = 1;
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[6..], m.CsumStart);
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], m.CsumOffset);
+        }
+        else if (guestCsum && (m.Offloads & PacketOffloads.DataValid) != 0)
+        {
+            hdr[0] = 2;
+        }
+        if (guestTso && m.GsoType != GsoNone)
+        {
+            hdr[1] = m.GsoType;
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[2..], m.HeaderLength);
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[4..], m.GsoSize);
         }
     }
 

@@ -121,6 +121,19 @@ public sealed partial class VhostDevice : IGuestNotifier
         return false;
     }
 
+    /// <summary>
+    /// rte_vhost_enable_guest_notification: whether the front-end should kick us for <paramref name="queueId"/>.
+    /// A polling application turns kicks off so the front-end never pays an eventfd write per burst; the
+    /// choice holds across ring restarts of this device and is applied as soon as the ring runs.
+    /// </summary>
+    public bool EnableGuestNotification(int queueId, bool enable)
+    {
+        if ((uint)queueId >= (uint)_queues.Length) return false;
+        var q = _queues[queueId];
+        lock (q.AccessLock) q.SetNotificationsEnabled(enable);
+        return true;
+    }
+
     void IGuestNotifier.NotifyGuest(Virtqueue queue)
     {
         if (_ops != null && _ops.GuestNotify(this, queue.Index)) return;

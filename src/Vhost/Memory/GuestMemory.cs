@@ -11,10 +11,18 @@ namespace Vhost.Memory;
 public sealed class GuestMemory
 {
     private readonly GuestMemoryRegion[] _regions;
+    // the translation loop reads these flat copies: no region object, property or record copy per lookup
+    private readonly Span3[] _flat;
+
+    private readonly record struct Span3(ulong Gpa, ulong Size, NativeWindow Window);
 
     public static GuestMemory Empty { get; } = new([]);
 
-    private GuestMemory(GuestMemoryRegion[] regions) => _regions = regions;
+    private GuestMemory(GuestMemoryRegion[] regions)
+    {
+        _regions = regions;
+        _flat = [.. regions.Select(r => new Span3(r.Info.GuestPhysAddr, r.Info.Size, r.Window))];
+    }
 
     public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
 
@@ -50,12 +58,12 @@ public sealed class GuestMemory
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryTranslate(ulong gpa, ulong length, out NativeWindow window)
     {
-        var regions = _regions;
+        var regions = _flat;
         for (int i = 0; i < regions.Length; i++)
         {
-            var r = regions[i];
-            ulong off = gpa - r.Info.GuestPhysAddr;
-            if (gpa >= r.Info.GuestPhysAddr && off < r.Info.Size && length <= r.Info.Size - off)
+            ref readonly var r = ref regions[i];
+            ulong off = gpa - r.Gpa;
+            if (gpa >= r.Gpa && off < r.Size && length <= r.Size - off)
             {
                 window = r.Window.Slice((nuint)off, (nuint)length);
                 return true;

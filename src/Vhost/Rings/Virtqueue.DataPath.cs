@@ -29,6 +29,7 @@ public sealed partial class Virtqueue
     private uint[] _stagedLen = [];
     private ushort[] _stagedSlots = [];
     private int _staged;
+    private bool _stagedOutOfOrder;
 
     private long _badChains;
     private string? _lastBadChain;
@@ -71,6 +72,7 @@ public sealed partial class Virtqueue
             _stagedSlots = new ushort[Size];
         }
         _staged = 0;
+        _stagedOutOfOrder = false;
         if (!IsPacked)
         {
             // The used index in guest memory is the truth after a reconnect: whatever was popped but never
@@ -85,6 +87,8 @@ public sealed partial class Virtqueue
         }
         _signalledUsed = _usedIdx;
         RecoverInflight();
+        // a choice made before the ring ran (or before a restart) reaches the ring now
+        if (!_notifyEnabled) SetNotificationsEnabled(false);
     }
 
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
@@ -175,6 +179,7 @@ public sealed partial class Virtqueue
         if (IsPacked) FlushPacked();
         else FlushSplit();
         _staged = 0;
+        _stagedOutOfOrder = false;
     }
 
     /// <summary>Asks the driver to kick (true) or not to (false).</summary>
@@ -210,6 +215,50 @@ public sealed partial class Virtqueue
         NoRoom,
     }
 
+    /// <summary>
+    /// A descriptor as the ring holds it (little-endian). Split: flags then next; packed: id then flags, so
+    /// the two 16-bit fields are named by position.
+    /// </summary>
+#pragma warning disable CS0649 // filled only by reading the ring
+    private struct RawDescriptor
+    {
+        public ulong Addr;
+        public uint Len;
+        /// <summary>Split: flags; packed: buffer id.</summary>
+        public ushort Word12;
+        /// <summary>Split: next; packed: flags.</summary>
+        public ushort Word14;
+    }
+#pragma warning restore CS0649
+
+    /// <summary>
+    /// The one-descriptor chain of the fast paths, when its buffer lies inside one region; false sends the
+    /// chain down the general walk (which also reports what is wrong with it).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TrySingle(ulong addr, uint len, bool writable, Span<BufferSegment> segments, int at, ushort id, ushort slots, out DescriptorChain chain)
+    {
+        if (len == 0 || !_memory.TryTranslate(addr, len, out var w))
+        {
+            chain = default;
+            return false;
+        }
+        writable &= !DeviceReadsOnly;
+        w.Prefetch();
+        segments[at] = new BufferSegment { Window = w, IsWritable = writable };
+        chain = new DescriptorChain
+        {
+            Id = id,
+            SlotCount = slots,
+            SegmentStart = at,
+            SegmentCount = 1,
+            ReadableSegments = writable ? 0 : 1,
+            ReadableBytes = writable ? 0 : len,
+            WritableBytes = writable ? len : 0,
+        };
+        return true;
+    }
+
     /// <summary>Translates one descriptor's buffer into segments (several if it crosses adjacent regions).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Walk AddBuffer(ulong addr, uint len, bool writable, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
@@ -220,6 +269,7 @@ public sealed partial class Virtqueue
         if (_memory.TryTranslate(addr, len, out var w))
         {
             if (at >= segments.Length) return Walk.NoRoom;
+            w.Prefetch();
             segments[at] = new BufferSegment { Window = w, IsWritable = writable };
             chain.SegmentCount = at + 1;
         }

@@ -34,6 +34,18 @@ public sealed partial class Virtqueue
             // acquire: the head's flags are written last by the driver; the rest of the chain is visible after
             ushort headFlags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
             if (!IsAvailable(headFlags, _availWrap)) break;
+            if ((headFlags & (DescNext | DescIndirect)) == 0 && BitConverter.IsLittleEndian && used < segments.Length)
+            {
+                // fast path: a one-slot chain; the descriptor is copied once, after the flags were read
+                var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
+                if (TrySingle(d.Addr, d.Len, (headFlags & DescWrite) != 0, segments, used, d.Word12, 1, out chains[n]))
+                {
+                    n++;
+                    used++;
+                    AdvanceAvail(1);
+                    continue;
+                }
+            }
             var chain = new DescriptorChain();
             string? reason = null;
             var r = WalkPacked(segments[used..], ref chain, ref reason, out int slots, out ushort id);
@@ -52,6 +64,8 @@ public sealed partial class Virtqueue
             {
                 BadChain(reason ?? "bad chain");
                 PushUsed(id, (ushort)slots, 0);
+                // staged ahead of good chains popped before it: the staged order is no longer the ring's
+                _stagedOutOfOrder = true;
                 continue;
             }
             chain.SegmentStart = used;
@@ -143,13 +157,34 @@ public sealed partial class Virtqueue
         ushort firstFlags = 0;
         int u = _usedIdx;
         bool wrap = _usedWrap;
-        for (int i = 0; i < _staged; i++)
+        int singles = BatchInOrderUsed && InOrder && !_stagedOutOfOrder ? BatchableInOrder() : 0;
+        if (singles < 2) singles = 0;
+        if (singles > 0)
+        {
+            // VIRTIO_F_IN_ORDER: one used descriptor, carrying the last buffer's id, returns the whole batch
+            // (spec "In-order use of descriptors"); the driver frees up to that id. Only chains the device
+            // wrote nothing to qualify: their lengths are all zero, so no element's length is lost.
+            var d = _desc.Span((nuint)(u * 16), 16);
+            BinaryPrimitives.WriteUInt32LittleEndian(d[8..], 0);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[12..], _stagedId[singles - 1]);
+            firstFlags = wrap ? (ushort)(PackedAvail | PackedUsed) : (ushort)0;
+            for (int i = 0; i < singles; i++)
+            {
+                u += _stagedSlots[i];
+                if (u >= Size)
+                {
+                    u -= Size;
+                    wrap = !wrap;
+                }
+            }
+        }
+        for (int i = singles; i < _staged; i++)
         {
             var d = _desc.Span((nuint)(u * 16), 16);
             ushort flags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | (_stagedLen[i] > 0 ? DescWrite : 0));
             BinaryPrimitives.WriteUInt32LittleEndian(d[8..], _stagedLen[i]);
             BinaryPrimitives.WriteUInt16LittleEndian(d[12..], _stagedId[i]);
-            if (i == 0) firstFlags = flags;
+            if (i == 0 && singles == 0) firstFlags = flags;
             else Volatile.Write(ref _desc.Ref<ushort>((nuint)(u * 16 + 14)), flags);
             u += _stagedSlots[i];
             if (u >= Size)
@@ -183,6 +218,21 @@ public sealed partial class Virtqueue
         }
         _signalledUsed = _usedIdx;
         if (interrupt) Interrupt();
+    }
+
+    /// <summary>
+    /// Whether a flush may return a batch of zero-length, in-order chains with one used descriptor. The
+    /// device library sets it for queues whose chains it always completes in the order it popped them
+    /// (Vhost.Net's transmit queues); it takes effect only when VIRTIO_F_IN_ORDER was negotiated.
+    /// </summary>
+    public bool BatchInOrderUsed { get; set; }
+
+    /// <summary>How many staged elements from the start have length 0 (the batch a single descriptor returns).</summary>
+    private int BatchableInOrder()
+    {
+        int i = 0;
+        while (i < _staged && _stagedLen[i] == 0) i++;
+        return i;
     }
 
     private void SetPackedNotifications(bool enabled)

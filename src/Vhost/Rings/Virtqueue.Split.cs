@@ -25,6 +25,21 @@ public sealed partial class Virtqueue
         while (n < chains.Length && pending > 0)
         {
             ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
+            if (head < Size && BitConverter.IsLittleEndian && used < segments.Length)
+            {
+                // fast path: a chain of one direct descriptor (every frame of DPDK's and Linux's net drivers
+                // with in-order or mergeable buffers); copied once, so the guest cannot change it under us
+                var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
+                if ((d.Word12 & (DescNext | DescIndirect)) == 0
+                    && TrySingle(d.Addr, d.Len, (d.Word12 & DescWrite) != 0, segments, used, head, 1, out chains[n]))
+                {
+                    n++;
+                    used++;
+                    _lastAvail++;
+                    pending--;
+                    continue;
+                }
+            }
             var chain = new DescriptorChain { Id = head, SlotCount = 1 };
             string? reason = null;
             var r = head < Size
@@ -118,11 +133,13 @@ public sealed partial class Virtqueue
         }
         else
         {
-            for (int i = 0; i < _staged; i++)
+            var ids = _stagedId.AsSpan(0, _staged);
+            var lens = _stagedLen.AsSpan(0, _staged);
+            for (int i = 0; i < ids.Length; i++)
             {
-                var e = _used.Span((nuint)(4 + 8 * (u & mask)), 8);
-                BinaryPrimitives.WriteUInt32LittleEndian(e, _stagedId[i]);
-                BinaryPrimitives.WriteUInt32LittleEndian(e[4..], _stagedLen[i]);
+                // one 8-byte store per used element (id, len), little-endian as the ring is
+                ulong e = ids[i] | ((ulong)lens[i] << 32);
+                _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
                 u++;
             }
             // release: the elements above must be visible before the index that publishes them

@@ -187,6 +187,15 @@ public sealed class DriverPackedRing : DriverRing
     private ushort _nextId;
     private readonly Dictionary<ushort, int> _slots = [];
     private int _free;
+    private readonly Queue<ushort> _order = new();
+    private readonly Queue<UsedElement> _batch = new();
+
+    /// <summary>
+    /// VIRTIO_F_IN_ORDER was negotiated: a used descriptor may return every buffer made available before it
+    /// too (one descriptor for a batch); those come back from <see cref="TryGetUsed"/> with length 0.
+    /// Set before adding buffers.
+    /// </summary>
+    public bool InOrder { get; set; }
 
     public DriverPackedRing(QueueSetup queue, FrontEndMemory memory) : base(queue, memory)
     {
@@ -219,6 +228,7 @@ public sealed class DriverPackedRing : DriverRing
             Advance();
         }
         Volatile.Write(ref Queue.Desc.Ref<ushort>((nuint)(head * 16 + 14)), headFlags);
+        if (InOrder) _order.Enqueue(id);
         _slots[id] = buffers.Length;
         _free -= buffers.Length;
         return id;
@@ -236,6 +246,7 @@ public sealed class DriverPackedRing : DriverRing
         ushort flags = (ushort)(AvailFlags(_wrap) | Indirect);
         Advance();
         Volatile.Write(ref Queue.Desc.Ref<ushort>((nuint)(head * 16 + 14)), flags);
+        if (InOrder) _order.Enqueue(id);
         _slots[id] = 1;
         _free -= 1;
         return id;
@@ -268,6 +279,7 @@ public sealed class DriverPackedRing : DriverRing
 
     public override bool TryGetUsed(out UsedElement used)
     {
+        if (_batch.TryDequeue(out used)) return true;
         var d = Queue.Desc.Span((nuint)(_usedPos * 16), 16);
         ushort flags = Volatile.Read(ref Queue.Desc.Ref<ushort>((nuint)(_usedPos * 16 + 14)));
         bool avail = (flags & AvailBit) != 0, usedBit = (flags & UsedBit) != 0;
@@ -277,7 +289,25 @@ public sealed class DriverPackedRing : DriverRing
             return false;
         }
         used = new UsedElement(BinaryPrimitives.ReadUInt16LittleEndian(d[12..]), BinaryPrimitives.ReadUInt32LittleEndian(d[8..]));
-        int slots = _slots.Remove(used.Id, out var s) ? s : 1;
+        if (InOrder && _order.Contains(used.Id))
+        {
+            // everything made available up to this id is used
+            while (_order.TryDequeue(out var earlier))
+            {
+                Release(earlier);
+                _batch.Enqueue(earlier == used.Id ? used : new UsedElement(earlier, 0));
+                if (earlier == used.Id) break;
+            }
+            used = _batch.Dequeue();
+            return true;
+        }
+        Release(used.Id);
+        return true;
+    }
+
+    private void Release(ushort id)
+    {
+        int slots = _slots.Remove(id, out var s) ? s : 1;
         _free += slots;
         _usedPos += slots;
         if (_usedPos >= Size)
@@ -285,7 +315,6 @@ public sealed class DriverPackedRing : DriverRing
             _usedPos -= Size;
             _usedWrap = !_usedWrap;
         }
-        return true;
     }
 
     /// <summary>Driver event suppression (packed): flags 0 enable, 1 disable, 2 desc with off_wrap.</summary>

@@ -176,6 +176,24 @@ public sealed class RingDataPathTests
         Assert.Equal(0, h.Split.UsedFlags & 1);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void NotificationsTurnedOffStayOffAcrossARingRestart(bool packed)
+    {
+        // a polling application turns kicks off once; GET_VRING_BASE then a new start must not turn them on
+        using var h = new RingHarness(packed);
+        h.Queue.SetNotificationsEnabled(false);
+        uint b = h.Queue.Stop();
+        // the front-end re-initialises its ring memory on restart
+        if (packed) h.Setup.DeviceEvent.Ref<ushort>(2) = 0;
+        else h.Setup.Used.Ref<ushort>(0) = 0;
+        Assert.Null(h.Queue.SetBase(b));
+        Assert.Null(h.Queue.Start(h.Guest));
+        if (packed) Assert.Equal(1, ((DriverPackedRing)h.Driver).DeviceEventFlags);
+        else Assert.Equal(1, h.Split.UsedFlags & 1);
+    }
+
     [Fact]
     public void SetNotificationsEnabledWritesAvailEventWithEventIdx()
     {
