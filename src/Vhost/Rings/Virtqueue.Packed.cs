@@ -42,6 +42,7 @@ public sealed partial class Virtqueue
                 {
                     n++;
                     used++;
+                    if (_inflightOn) MarkInflightPacked(_lastAvail, 1, d.Word12);
                     AdvanceAvail(1);
                     continue;
                 }

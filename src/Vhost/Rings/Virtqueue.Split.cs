@@ -37,6 +37,7 @@ public sealed partial class Virtqueue
                     used++;
                     _lastAvail++;
                     pending--;
+                    MarkInflight(head);
                     continue;
                 }
             }
