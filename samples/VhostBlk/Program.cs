@@ -1,18 +1,22 @@
-// The smallest vhost-user-blk back-end, in the spirit of DPDK's examples/vhost_blk: a 128 MiB RAM disk
-// on the socket given as the only argument (default /tmp/vhost-blk.sock) until Ctrl-C.
-// Try: qemu-system-x86_64 ... -object memory-backend-memfd,id=m,size=1G,share=on -numa node,memdev=m
-//        -chardev socket,id=c0,path=/tmp/vhost-blk.sock -device vhost-user-blk-pci,chardev=c0
+// The counterpart of DPDK's examples/vhost_blk: a RAM disk (or an image file) served over a vhost-user
+// socket until Ctrl-C.  dotnet run --project samples/VhostBlk -- /tmp/vhost.socket [image]
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Vhost.Blk;
 using Vhost.Transport;
 
-var path = args.Length > 0 ? args[0] : "/tmp/vhost-blk.sock";
-using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Information));
-using var device = new BlkDevice(new MemoryStorage(128L << 20), queues: 1, loggers.CreateLogger("vhost_blk"));
-using var socket = new VhostUserSocket(device.Options(path, client: false, loggers));
+string path = args.Length > 0 ? args[0] : "vhost.socket";
+using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
+using IBlockStorage disk = args.Length > 1 ? new FileDisk(args[1]) : new MemoryDisk(128L << 20, "vhost-blk-sample");
+using var blk = new VirtioBlk(disk, new VirtioBlkOptions { Queues = 1, LoggerFactory = loggers });
+using var socket = new VhostUserSocket(blk.CreateSocketOptions(path));
 socket.Start();
-Console.WriteLine($"vhost_blk: 128 MiB RAM disk on {path}; Ctrl-C to stop");
-using var done = new ManualResetEventSlim();
-Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.Set(); };
-done.Wait();
-Console.WriteLine($"requests {device.Stats.Requests}, read {device.Stats.BytesRead} B, written {device.Stats.BytesWritten} B");
+Console.WriteLine($"serving {disk.Capacity >> 20} MiB on {path}; Ctrl-C to stop");
+
+using var stop = new ManualResetEventSlim();
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+stop.Wait();
+socket.Dispose();
+var s = blk.TotalStats();
+Console.WriteLine($"{s.Reads} reads ({s.ReadBytes} bytes), {s.Writes} writes ({s.WrittenBytes} bytes), {s.Flushes} flushes");

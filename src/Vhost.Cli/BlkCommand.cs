@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Vhost.Blk;
@@ -7,52 +8,121 @@ using Vhost.Transport;
 
 namespace Vhost.Cli;
 
-/// <summary>`vhost blk`: serves a virtio-blk disk (RAM by default, or a file/block device) on a vhost-user socket.</summary>
+/// <summary>`vhost blk`: a virtio-blk back-end over an image file, a block device or memory.</summary>
 internal static class BlkCommand
 {
+    private const long DefaultSize = 64L << 20;
+
     public static Command Create()
     {
         var socket = new Option<string>("--socket") { Description = "vhost-user socket path", Required = true };
-        var image = new Option<string?>("--image") { Description = "file or block device to serve (default: an in-memory disk)" };
-        var size = new Option<long>("--size") { Description = "in-memory disk size in bytes", DefaultValueFactory = _ => 64L << 20 };
-        var ro = new Option<bool>("--readonly") { Description = "refuse guest writes (VIRTIO_BLK_F_RO)" };
+        var image = new Option<string?>("--image") { Description = "raw image file or block device (created with --size if missing)" };
+        var size = new Option<string?>("--size") { Description = "disk size in bytes (K/M/G suffixes); in-memory disk when no --image" };
+        var readOnly = new Option<bool>("--readonly") { Description = "refuse writes (VIRTIO_BLK_F_RO)" };
         var queues = new Option<int>("--queues") { Description = "request queues", DefaultValueFactory = _ => 1 };
         var client = new Option<bool>("--client") { Description = "connect to the front-end instead of listening" };
+        var ioThreads = new Option<int>("--io-threads") { Description = "threads for file I/O (0: on the queue threads)", DefaultValueFactory = _ => 2 };
+        var writethrough = new Option<bool>("--writethrough") { Description = "start in write-through cache mode" };
+        var latency = new Option<double>("--latency-ms") { Description = "make every write request take this long, up to twice by sector (a disk slow to write, for tests)" };
         var period = new Option<double>("--stats-period") { Description = "seconds between rate lines (0: none)", DefaultValueFactory = _ => 1 };
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
-        var cmd = new Command("blk", "virtio-blk back-end") { socket, image, size, ro, queues, client, period, verbose };
+        var cmd = new Command("blk", "virtio-blk back-end: serves a disk image, block device or RAM disk over vhost-user")
+        {
+            socket, image, size, readOnly, queues, client, ioThreads, writethrough, latency, period, verbose,
+        };
         cmd.SetAction(r =>
         {
-            using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
-                .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
-            bool readOnly = r.GetValue(ro);
-            var path = r.GetValue(image);
-            IBlockStorage storage = path != null ? new FileStorage(path, readOnly) : new MemoryStorage(r.GetValue(size), readOnly);
-            int nq = Math.Clamp(r.GetValue(queues), 1, 64);
-            using var dev = new BlkDevice(storage, nq, lf.CreateLogger("blk"));
-            using var sock = new VhostUserSocket(dev.Options(r.GetValue(socket)!, r.GetValue(client), lf));
-            using var stop = new CancellationTokenSource();
-            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-            sock.Start();
-            Console.Out.WriteLine($"vhost blk: {(path ?? "memory")} {storage.CapacityBytes} bytes{(readOnly ? " read-only" : "")}, {nq} queue(s), socket {r.GetValue(socket)}");
-            Console.Out.Flush();
-            double p = r.GetValue(period);
-            var sw = Stopwatch.StartNew();
-            long lastReq = 0, lastBytes = 0;
-            double lastT = 0;
-            while (!stop.Token.WaitHandle.WaitOne(p > 0 ? TimeSpan.FromSeconds(p) : Timeout.InfiniteTimeSpan))
+            long? bytes = null;
+            if (r.GetValue(size) is { } text)
             {
-                long req = Interlocked.Read(ref dev.Stats.Requests);
-                long bytes = Interlocked.Read(ref dev.Stats.BytesRead) + Interlocked.Read(ref dev.Stats.BytesWritten);
-                double t = sw.Elapsed.TotalSeconds, dt = Math.Max(t - lastT, 1e-6);
-                Console.Out.WriteLine($"iops {(req - lastReq) / dt:F0} bw {(bytes - lastBytes) / dt / 1e6:F1} MB/s");
-                Console.Out.Flush();
-                (lastReq, lastBytes, lastT) = (req, bytes, t);
+                if (!TryParseSize(text, out long b) || b <= 0 || b % 512 != 0)
+                {
+                    Console.Error.WriteLine($"--size {text}: need a positive multiple of 512 bytes (K/M/G suffixes allowed)");
+                    return 2;
+                }
+                bytes = b;
             }
-            Console.Out.WriteLine($"totals: requests {dev.Stats.Requests} read {dev.Stats.BytesRead} B written {dev.Stats.BytesWritten} B errors {dev.Stats.Errors} in {sw.Elapsed.TotalSeconds:F1} s");
-            return 0;
+            if (r.GetValue(queues) is < 1 or > 64)
+            {
+                Console.Error.WriteLine("--queues must be 1..64");
+                return 2;
+            }
+            using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
+                .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information));
+            IBlockStorage storage;
+            try
+            {
+                storage = r.GetValue(image) is { } path
+                    ? new FileDisk(path, r.GetValue(readOnly), File.Exists(path) ? null : bytes ?? DefaultSize)
+                    : new MemoryDisk(bytes ?? DefaultSize);
+            }
+            catch (IOException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 1;
+            }
+            using (storage)
+            {
+                return Serve(storage, r.GetValue(socket)!, new VirtioBlkOptions
+                {
+                    Queues = r.GetValue(queues),
+                    ReadOnly = r.GetValue(readOnly),
+                    IoThreads = r.GetValue(ioThreads),
+                    Writeback = !r.GetValue(writethrough),
+                    SimulatedLatency = TimeSpan.FromMilliseconds(Math.Max(0, r.GetValue(latency))),
+                    LoggerFactory = lf,
+                }, r.GetValue(client), r.GetValue(period));
+            }
         });
         return cmd;
+    }
+
+    private static int Serve(IBlockStorage storage, string path, VirtioBlkOptions options, bool client, double period)
+    {
+        using var stop = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+        var blk = new VirtioBlk(storage, options);
+        var socket = new VhostUserSocket(blk.CreateSocketOptions(path, client));
+        socket.Start();
+        Console.Out.WriteLine($"vhost blk: {path} ({(client ? "client" : "server")}), {storage.Capacity} bytes{(blk.IsReadOnly ? " read-only" : "")}, {options.Queues} queue(s), {(storage is MemoryDisk ? "memory" : "file")}");
+        Console.Out.Flush();
+        var sw = Stopwatch.StartNew();
+        var last = blk.TotalStats();
+        double lastT = 0;
+        while (!stop.Token.WaitHandle.WaitOne(period > 0 ? TimeSpan.FromSeconds(period) : Timeout.InfiniteTimeSpan))
+        {
+            double now = sw.Elapsed.TotalSeconds, dt = now - lastT;
+            lastT = now;
+            var s = blk.TotalStats();
+            long reqs = s.Requests - last.Requests;
+            int inFlight = blk.InFlight;
+            if (reqs > 0 || inFlight > 0)
+            {
+                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{reqs / dt,10:N0} IOPS   read {(s.ReadBytes - last.ReadBytes) / dt / 1e6,9:N1} MB/s   write {(s.WrittenBytes - last.WrittenBytes) / dt / 1e6,9:N1} MB/s   errors {s.IoErrors + s.Invalid}   in flight {inFlight}"));
+                Console.Out.Flush();
+            }
+            last = s;
+        }
+        socket.Dispose();
+        blk.Dispose();
+        var t = blk.TotalStats();
+        double secs = sw.Elapsed.TotalSeconds;
+        Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"totals over {secs:F1} s: {t.Requests} requests ({t.Reads} reads {t.ReadBytes} bytes, {t.Writes} writes {t.WrittenBytes} bytes, {t.Flushes} flushes, {t.Discards} discards, {t.WriteZeroes} write-zeroes, {t.GetIds} get-id), {t.IoErrors} I/O errors, {t.Invalid} refused, {t.Unsupported} unsupported"));
+        return 0;
+    }
+
+    internal static bool TryParseSize(string text, out long bytes)
+    {
+        bytes = 0;
+        text = text.Trim();
+        if (text.Length == 0) return false;
+        long mult = char.ToUpperInvariant(text[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, 'T' => 1L << 40, _ => 1 };
+        if (mult != 1) text = text[..^1];
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long v) || v > long.MaxValue / mult) return false;
+        bytes = v * mult;
+        return true;
     }
 }

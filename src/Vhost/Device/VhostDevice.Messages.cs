@@ -32,7 +32,15 @@ internal sealed class ReplyBuffer
 
     public int Length { get; private set; }
 
-    public void Clear() => Length = 0;
+    /// <summary>An fd to send with the reply (GET_INFLIGHT_FD); the connection disposes it after sending.</summary>
+    public SafeFd? Fd { get; set; }
+
+    public void Clear()
+    {
+        Length = 0;
+        Fd?.Dispose();
+        Fd = null;
+    }
 
     public void U64(ulong v)
     {
@@ -137,6 +145,10 @@ public sealed partial class VhostDevice
                 return SendRarp(Payload.ReadU64(p));
             case VhostUserRequest.NetSetMtu:
                 return SetMtu(Payload.ReadU64(p));
+            case VhostUserRequest.GetInflightFd:
+                return GetInflightFd(p, reply);
+            case VhostUserRequest.SetInflightFd:
+                return SetInflightFd(p, fds);
             default:
                 if (ExtensionHandler is { } ext && ext(this, header, p, fds, reply) is { } o) return o;
                 return Outcome.Fail($"{request} is not supported by this back-end");

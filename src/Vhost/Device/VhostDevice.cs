@@ -229,8 +229,10 @@ public sealed partial class VhostDevice : IGuestNotifier
         WithAllQueuesLocked(() =>
         {
             foreach (var q in _queues) q.Reset();
+            ReleaseInflightLocked();
             Memory = GuestMemory.Empty;
         });
+        DisposeInflight();
         foreach (var r in _regions) r.Dispose();
         _regions.Clear();
         _backendChannel?.Dispose();

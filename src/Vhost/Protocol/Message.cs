@@ -40,8 +40,8 @@ public static class Payload
     public const int SingleMemoryRegion = 8 + MemoryRegion;
     public const int ConfigHeader = 12;
     public const int MaxConfigSize = 256;
-    /// <summary>The C struct is 20 bytes; QEMU sends it padded to 24, so handlers take at least 20.</summary>
-    public const int Inflight = 8 + 8 + 2 + 2;
+    /// <summary>struct VhostUserInflight: u64, u64, u16, u16 and 4 bytes of tail padding (QEMU sends and expects 24).</summary>
+    public const int Inflight = 24;
     public const int Log = 16;
     public const int Iotlb = 8 + 8 + 8 + 1 + 1;
 

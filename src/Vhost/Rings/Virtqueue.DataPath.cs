@@ -86,6 +86,7 @@ public sealed partial class Virtqueue
             _usedIdx = used;
         }
         _signalledUsed = _usedIdx;
+        RecoverInflight();
         // a choice made before the ring ran (or before a restart) reaches the ring now
         if (!_notifyEnabled) SetNotificationsEnabled(false);
     }
@@ -132,6 +133,7 @@ public sealed partial class Virtqueue
                     _availWrap = !_availWrap;
                 }
                 _lastAvail = (ushort)prev;
+                if (_inflightOn) UnmarkInflightPacked(chains[i].Id);
             }
             else
             {

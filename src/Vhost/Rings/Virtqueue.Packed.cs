@@ -28,6 +28,7 @@ public sealed partial class Virtqueue
     private int PopPacked(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         int n = 0, used = 0;
+        if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
         while (n < chains.Length)
         {
             // acquire: the head's flags are written last by the driver; the rest of the chain is visible after
@@ -41,6 +42,7 @@ public sealed partial class Virtqueue
                 {
                     n++;
                     used++;
+                    if (_inflightOn) MarkInflightPacked(_lastAvail, 1, d.Word12);
                     AdvanceAvail(1);
                     continue;
                 }
@@ -57,6 +59,7 @@ public sealed partial class Virtqueue
             }
             chain.Id = id;
             chain.SlotCount = (ushort)slots;
+            if (_inflightOn) MarkInflightPacked(_lastAvail, slots, id);
             AdvanceAvail(slots);
             if (r == Walk.Bad)
             {
@@ -191,8 +194,10 @@ public sealed partial class Virtqueue
                 wrap = !wrap;
             }
         }
+        if (_inflightOn) InflightPackedBeforePublish(u, wrap);
         // the batch becomes visible at once: its first descriptor's flags go last (release)
         Volatile.Write(ref _desc.Ref<ushort>((nuint)(firstIdx * 16 + 14)), firstFlags);
+        if (_inflightOn) InflightPackedAfterPublish();
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         Interlocked.MemoryBarrier();

@@ -11,16 +11,17 @@ public sealed partial class Virtqueue
 
     private int PopSplit(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
+        int n = 0, used = 0;
+        if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         ushort pending = (ushort)(availIdx - _lastAvail);
-        if (pending == 0) return 0;
+        if (pending == 0) return n;
         if (pending > Size)
         {
             Fault($"avail index {availIdx} is {pending} entries ahead of {_lastAvail} in a ring of {Size}");
-            return 0;
+            return n;
         }
         int mask = Size - 1;
-        int n = 0, used = 0;
         while (n < chains.Length && pending > 0)
         {
             ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
@@ -36,6 +37,7 @@ public sealed partial class Virtqueue
                     used++;
                     _lastAvail++;
                     pending--;
+                    MarkInflight(head);
                     continue;
                 }
             }
@@ -52,6 +54,7 @@ public sealed partial class Virtqueue
             }
             _lastAvail++;
             pending--;
+            MarkInflight(head);
             if (r == Walk.Bad)
             {
                 BadChain(reason ?? $"head index {head} out of range (ring of {Size})");
@@ -125,18 +128,25 @@ public sealed partial class Virtqueue
         int mask = Size - 1;
         ushort old = _usedIdx;
         ushort u = _usedIdx;
-        var ids = _stagedId.AsSpan(0, _staged);
-        var lens = _stagedLen.AsSpan(0, _staged);
-        for (int i = 0; i < ids.Length; i++)
+        if (_inflightOn)
         {
-            // one 8-byte store per used element (id, len), little-endian as the ring is
-            ulong e = ids[i] | ((ulong)lens[i] << 32);
-            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
-            u++;
+            u = FlushSplitTracked(u);
+        }
+        else
+        {
+            var ids = _stagedId.AsSpan(0, _staged);
+            var lens = _stagedLen.AsSpan(0, _staged);
+            for (int i = 0; i < ids.Length; i++)
+            {
+                // one 8-byte store per used element (id, len), little-endian as the ring is
+                ulong e = ids[i] | ((ulong)lens[i] << 32);
+                _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
+                u++;
+            }
+            // release: the elements above must be visible before the index that publishes them
+            Volatile.Write(ref _used.Ref<ushort>(2), u);
         }
         _usedIdx = u;
-        // release: the elements above must be visible before the index that publishes them
-        Volatile.Write(ref _used.Ref<ushort>(2), u);
         if (EventIdx && _notifyEnabled) WriteAvailEvent();
         // store (used idx) → load (flags / used_event) needs a full fence
         Interlocked.MemoryBarrier();

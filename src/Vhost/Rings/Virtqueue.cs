@@ -196,7 +196,15 @@ public sealed partial class Virtqueue
         _memory = memory;
         if (!Started) return null;
         Started = false;
-        return Start(memory);
+        _remapping = true;
+        try
+        {
+            return Start(memory);
+        }
+        finally
+        {
+            _remapping = false;
+        }
     }
 
     /// <summary>Stops the queue (GET_VRING_BASE) and returns the base to report.</summary>

@@ -160,7 +160,7 @@ internal sealed class Connection
                 SendReply(header, 1);
                 break;
             default:
-                if (s.HasReply) SendReply(header, _reply.Data.AsSpan(0, _reply.Length));
+                if (s.HasReply) SendReply(header, _reply.Data.AsSpan(0, _reply.Length), _reply.Fd);
                 else if (ack) SendReply(header, 0);
                 break;
         }
@@ -175,12 +175,15 @@ internal sealed class Connection
         SendReply(request, v);
     }
 
-    private void SendReply(MessageHeader request, ReadOnlySpan<byte> payload)
+    private void SendReply(MessageHeader request, ReadOnlySpan<byte> payload, SafeFd? fd = null)
     {
         var buf = new byte[MessageHeader.Length + payload.Length];
         new MessageHeader(request.Request, MessageHeader.Version | MessageHeader.ReplyFlag, (uint)payload.Length).Write(buf);
         payload.CopyTo(buf.AsSpan(MessageHeader.Length));
-        _socket.Send(buf);
+        if (fd != null) _socket.Send(buf, [fd]);
+        else _socket.Send(buf);
+        // our copy of a sent fd is not needed once the peer has its own
+        _reply.Clear();
     }
 
     private void DisposeFds()

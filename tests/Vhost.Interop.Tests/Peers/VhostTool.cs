@@ -19,6 +19,29 @@ public sealed class VhostTool : PeerProcess
         return tool;
     }
 
+    /// <summary>`vhost blk --socket SOCK ...` (server mode unless --client is in <paramref name="extra"/>); waits for the socket.</summary>
+    public static VhostTool StartBlk(PeerTempDir dir, string socket, params string[] extra)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var args = new List<string> { dll, "blk", "--socket", socket, "--stats-period", "0.1" };
+        args.AddRange(extra);
+        if (File.Exists(socket)) File.Delete(socket);
+        var tool = new VhostTool(args, dir.File($"vhost-blk-{Guid.NewGuid():N}"[..20] + ".log"), TimeSpan.FromSeconds(240));
+        WaitFor(() => File.Exists(socket), TimeSpan.FromSeconds(30), $"vhost made no socket {socket}:\n{tool.Tail()}");
+        return tool;
+    }
+
+    /// <summary>`vhost blk --client --socket SOCK ...`: returns once the tool has started; it connects when the socket appears.</summary>
+    public static VhostTool StartBlkClient(PeerTempDir dir, string socket, params string[] extra)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var args = new List<string> { dll, "blk", "--client", "--socket", socket, "--stats-period", "0.1" };
+        args.AddRange(extra);
+        var tool = new VhostTool(args, dir.File($"vhost-blkc-{Guid.NewGuid():N}"[..20] + ".log"), TimeSpan.FromSeconds(240));
+        WaitFor(() => tool.Output.Contains("vhost blk:", StringComparison.Ordinal), TimeSpan.FromSeconds(30), $"vhost blk did not start:\n{tool.Tail()}");
+        return tool;
+    }
+
     public void WaitReady(int count = 1, TimeSpan? timeout = null) =>
         WaitFor(() => Output.Split('\n').Count(l => l.Contains("ready", StringComparison.Ordinal)) >= count,
             timeout ?? TimeSpan.FromSeconds(60), $"vhost saw no device:\n{Tail()}");

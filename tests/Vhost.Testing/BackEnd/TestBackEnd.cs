@@ -9,7 +9,7 @@ namespace Vhost.Testing.BackEnd;
 public sealed class TestBackEnd : IDisposable
 {
     public TestBackEnd(int maxQueues = 2, int? required = null, ulong? extraFeatures = null, bool client = false, string? path = null,
-        IDeviceConfigSpace? config = null)
+        IDeviceConfigSpace? config = null, ulong? extraProtocolFeatures = null)
     {
         Path = path ?? TestFrontEndListener.TempPath();
         Options = new VhostSocketOptions
@@ -24,6 +24,7 @@ public sealed class TestBackEnd : IDisposable
             ReconnectInterval = TimeSpan.FromMilliseconds(200),
         };
         if (extraFeatures is { } f) Options.Features |= f;
+        if (extraProtocolFeatures is { } pf) Options.ProtocolFeatures |= pf;
         Socket = new VhostUserSocket(Options);
         Socket.Start();
     }

@@ -29,9 +29,9 @@ internal sealed class Scene : IDisposable
     private readonly DeviceSetup _goodSetup;
     private readonly DriverRing _goodRing;
 
-    public Scene(int maxQueues = 2)
+    public Scene(int maxQueues = 2, ulong? extraProtocolFeatures = null)
     {
-        Be = new TestBackEnd(maxQueues);
+        Be = new TestBackEnd(maxQueues, extraProtocolFeatures: extraProtocolFeatures);
         _goodFe = Be.Connect();
         _goodSetup = DeviceSetup.Run(_goodFe, new DeviceSetupOptions { QueueSize = 64 });
         Be.Ops.WaitFor("new");

@@ -1,0 +1,259 @@
+using System.Buffers.Binary;
+using System.Diagnostics.Metrics;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Vhost.Device;
+using Vhost.Protocol;
+
+namespace Vhost.Blk;
+
+/// <summary>Limits and choices of a virtio-blk device.</summary>
+public sealed class VirtioBlkOptions
+{
+    /// <summary>Request queues (num_queues in the config space; GET_QUEUE_NUM).</summary>
+    public int Queues { get; init; } = 1;
+
+    /// <summary>Refuse writes even if the storage allows them (VIRTIO_BLK_F_RO).</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>I/O threads for storage that blocks (files, block devices); 0 runs everything on the queue threads.</summary>
+    public int IoThreads { get; init; } = 2;
+
+    /// <summary>seg_max: data segments per request the driver may use.</summary>
+    public uint SegMax { get; init; } = 126;
+
+    /// <summary>size_max: bytes per segment.</summary>
+    public uint SizeMax { get; init; } = 1 << 20;
+
+    public uint MaxDiscardSectors { get; init; } = 1 << 22;
+
+    public uint MaxDiscardSegments { get; init; } = 16;
+
+    public uint MaxWriteZeroesSectors { get; init; } = 1 << 22;
+
+    public uint MaxWriteZeroesSegments { get; init; } = 16;
+
+    /// <summary>Start with a write-back cache (FLUSH makes writes durable) rather than write-through.</summary>
+    public bool Writeback { get; init; } = true;
+
+    /// <summary>
+    /// Makes every write request take at least this long (plus up to as much again, by sector, so requests
+    /// overlap and finish out of order): a disk slow to write, on demand, for tests and measurements. The
+    /// requests then run on the I/O threads.
+    /// </summary>
+    public TimeSpan SimulatedLatency { get; init; }
+
+    public ILoggerFactory? LoggerFactory { get; init; }
+}
+
+/// <summary>
+/// A vhost-user virtio-blk device over an <see cref="IBlockStorage"/>: feature set, config space, and a
+/// thread per queue serving requests (the counterpart of DPDK's examples/vhost_blk, as a library).
+/// One instance serves every connection of a socket; devices come and go with the front-end.
+/// </summary>
+public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
+{
+    private readonly VirtioBlkOptions _options;
+    private readonly ILogger _logger;
+    private readonly BlkIoPool? _pool;
+    private readonly Lock _devicesLock = new();
+    private readonly Dictionary<VhostDevice, BlkQueueWorker[]> _devices = [];
+    private readonly BlkQueueStats _retired = new();
+    private readonly byte[] _id = new byte[BlkWire.IdBytes];
+    private readonly Meter _meter;
+    private volatile bool _writeback;
+
+    public VirtioBlk(IBlockStorage storage, VirtioBlkOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(storage);
+        _options = options ?? new VirtioBlkOptions();
+        if (_options.Queues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "Queues must be 1..256");
+        Storage = storage;
+        _logger = (_options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost.Blk");
+        IsReadOnly = _options.ReadOnly || storage.IsReadOnly;
+        _writeback = _options.Writeback;
+        Encoding.ASCII.GetBytes(storage.Serial.AsSpan(0, Math.Min(storage.Serial.Length, BlkWire.IdBytes)), _id);
+        if ((storage.IsSlow || _options.SimulatedLatency > TimeSpan.Zero) && _options.IoThreads > 0) _pool = new BlkIoPool(_options.IoThreads);
+        _meter = new Meter("Vhost.Blk");
+        _meter.CreateObservableCounter("vhost.blk.requests", () => TotalStats().Requests, "{request}");
+        _meter.CreateObservableCounter("vhost.blk.read_bytes", () => TotalStats().ReadBytes, "By");
+        _meter.CreateObservableCounter("vhost.blk.written_bytes", () => TotalStats().WrittenBytes, "By");
+        _meter.CreateObservableCounter("vhost.blk.errors", () => TotalStats().IoErrors + TotalStats().Invalid, "{request}");
+    }
+
+    public IBlockStorage Storage { get; }
+
+    public bool IsReadOnly { get; }
+
+    public int QueueCount => _options.Queues;
+
+    /// <summary>The write cache mode (config writeback): the driver may switch it with VIRTIO_BLK_F_CONFIG_WCE.</summary>
+    public bool WritebackCache => _writeback;
+
+    internal ReadOnlySpan<byte> IdBytes => _id;
+    internal int SimulatedLatencyMs => (int)_options.SimulatedLatency.TotalMilliseconds;
+    internal uint MaxDiscardSectors => _options.MaxDiscardSectors;
+    internal uint MaxDiscardSegments => _options.MaxDiscardSegments;
+    internal uint MaxWriteZeroesSectors => _options.MaxWriteZeroesSectors;
+    internal uint MaxWriteZeroesSegments => _options.MaxWriteZeroesSegments;
+
+    /// <summary>The virtio features this device offers.</summary>
+    public ulong Features
+    {
+        get
+        {
+            ulong f = VhostSocketOptions.DefaultFeatures;
+            foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.Geometry, BlkFeature.BlkSize,
+                         BlkFeature.Flush, BlkFeature.Topology, BlkFeature.ConfigWce, BlkFeature.Mq, BlkFeature.Discard, BlkFeature.WriteZeroes])
+                f |= 1UL << bit;
+            if (IsReadOnly) f |= 1UL << BlkFeature.ReadOnly;
+            // requests finish in the order the storage finishes them, which VIRTIO_F_IN_ORDER would forbid
+            f &= ~(1UL << VirtioFeature.InOrder);
+            return f;
+        }
+    }
+
+    /// <summary>The protocol features: the core's plus config space access and in-flight tracking (so a
+    /// restarted back-end resubmits what the previous one left unfinished).</summary>
+    public ulong ProtocolFeatures =>
+        VhostSocketOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.Config) | (1UL << (int)ProtocolFeature.InflightShmfd);
+
+    /// <summary>Socket options that serve this device on <paramref name="path"/>.</summary>
+    public VhostSocketOptions CreateSocketOptions(string path, bool client = false, ILoggerFactory? loggerFactory = null) => new()
+    {
+        Path = path,
+        Client = client,
+        Features = Features,
+        ProtocolFeatures = ProtocolFeatures,
+        MaxQueues = _options.Queues,
+        QueueNumReply = _options.Queues,
+        QueuesRequiredForReady = null,
+        ConfigSpace = this,
+        Ops = this,
+        LoggerFactory = loggerFactory ?? _options.LoggerFactory,
+    };
+
+    /// <summary>Counters over every queue of every device, past and present.</summary>
+    public BlkQueueStats TotalStats()
+    {
+        var total = new BlkQueueStats();
+        lock (_devicesLock)
+        {
+            total.Add(_retired);
+            foreach (var workers in _devices.Values)
+                foreach (var w in workers) total.Add(w.Stats);
+        }
+        return total;
+    }
+
+    /// <summary>Requests running on the I/O threads right now, over every device.</summary>
+    public int InFlight
+    {
+        get
+        {
+            lock (_devicesLock) return _devices.Values.Sum(ws => ws.Sum(w => w.InFlight));
+        }
+    }
+
+    /// <summary>Counters of one queue of the running devices.</summary>
+    public BlkQueueStats QueueStats(int queue)
+    {
+        var total = new BlkQueueStats();
+        lock (_devicesLock)
+        {
+            foreach (var workers in _devices.Values)
+                foreach (var w in workers)
+                    if (w.QueueIndex == queue) total.Add(w.Stats);
+        }
+        return total;
+    }
+
+    internal BlkQueueWorker[] Workers(VhostDevice device)
+    {
+        lock (_devicesLock) return _devices.TryGetValue(device, out var w) ? w : [];
+    }
+
+    public override bool NewDevice(VhostDevice device)
+    {
+        int n = Math.Min(device.ConfiguredQueueCount, _options.Queues);
+        var workers = new BlkQueueWorker[n];
+        for (int i = 0; i < n; i++) workers[i] = new BlkQueueWorker(this, device.Queue(i), _pool, _logger);
+        lock (_devicesLock) _devices[device] = workers;
+        foreach (var w in workers) w.Start();
+        _logger.LogInformation("blk device {Id}: serving {Queues} queue(s), {Capacity} bytes{Ro}, write {Mode}",
+            device.Id, n, Storage.Capacity, IsReadOnly ? " read-only" : "", _writeback ? "back" : "through");
+        return true;
+    }
+
+    public override void DestroyDevice(VhostDevice device)
+    {
+        BlkQueueWorker[]? workers;
+        lock (_devicesLock) _devices.Remove(device, out workers);
+        if (workers == null) return;
+        foreach (var w in workers) w.Dispose();
+        lock (_devicesLock)
+            foreach (var w in workers) _retired.Add(w.Stats);
+    }
+
+    bool IDeviceConfigSpace.Read(VhostDevice device, uint offset, Span<byte> destination)
+    {
+        Span<byte> cfg = stackalloc byte[BlkConfigLayout.Size];
+        FillConfig(cfg);
+        destination.Clear();
+        if (offset < cfg.Length)
+        {
+            var part = cfg[(int)offset..];
+            part[..Math.Min(part.Length, destination.Length)].CopyTo(destination);
+        }
+        return true;
+    }
+
+    bool IDeviceConfigSpace.Write(VhostDevice device, uint offset, ReadOnlySpan<byte> data, uint flags)
+    {
+        // the only field the driver may write is writeback, and only when CONFIG_WCE was negotiated
+        if (offset != BlkConfigLayout.Writeback || data.Length != 1 || !device.HasFeature(BlkFeature.ConfigWce) || data[0] > 1)
+        {
+            _logger.LogWarning("blk device {Id}: SET_CONFIG offset {Offset} size {Size} refused", device.Id, offset, data.Length);
+            return false;
+        }
+        _writeback = data[0] == 1;
+        _logger.LogInformation("blk device {Id}: cache mode write-{Mode}", device.Id, _writeback ? "back" : "through");
+        return true;
+    }
+
+    internal void FillConfig(Span<byte> c)
+    {
+        c.Clear();
+        ulong sectors = (ulong)Storage.Capacity >> BlkWire.SectorShift;
+        BinaryPrimitives.WriteUInt64LittleEndian(c[BlkConfigLayout.Capacity..], sectors);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.SizeMax..], _options.SizeMax);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.SegMax..], _options.SegMax);
+        BinaryPrimitives.WriteUInt16LittleEndian(c[BlkConfigLayout.GeometryCylinders..], (ushort)Math.Min(65535UL, sectors / (16 * 63)));
+        c[BlkConfigLayout.GeometryHeads] = 16;
+        c[BlkConfigLayout.GeometrySectors] = 63;
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.BlkSize..], BlkWire.SectorSize);
+        c[BlkConfigLayout.PhysicalBlockExp] = 0;
+        c[BlkConfigLayout.AlignmentOffset] = 0;
+        BinaryPrimitives.WriteUInt16LittleEndian(c[BlkConfigLayout.MinIoSize..], 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.OptIoSize..], 0);
+        c[BlkConfigLayout.Writeback] = _writeback ? (byte)1 : (byte)0;
+        BinaryPrimitives.WriteUInt16LittleEndian(c[BlkConfigLayout.NumQueues..], (ushort)_options.Queues);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.MaxDiscardSectors..], _options.MaxDiscardSectors);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.MaxDiscardSeg..], _options.MaxDiscardSegments);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.DiscardSectorAlignment..], 8);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.MaxWriteZeroesSectors..], _options.MaxWriteZeroesSectors);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[BlkConfigLayout.MaxWriteZeroesSeg..], _options.MaxWriteZeroesSegments);
+        c[BlkConfigLayout.WriteZeroesMayUnmap] = 1;
+    }
+
+    /// <summary>Stops the I/O threads; the sockets serving this device must be disposed first.</summary>
+    public void Dispose()
+    {
+        VhostDevice[] devices;
+        lock (_devicesLock) devices = [.. _devices.Keys];
+        foreach (var d in devices) DestroyDevice(d);
+        _pool?.Dispose();
+        _meter.Dispose();
+    }
+}
