@@ -111,7 +111,7 @@ internal sealed class BlkQueueWorker : IDisposable
         {
             Poll.WaitReadable(_completionFd!, 10);
             EventFd.Consume(_completionFd!);
-            lock (_queue.AccessLock)
+            using (_queue.AccessLock.EnterScope())
             {
                 DrainCompletions();
                 _queue.FlushUsed();

@@ -178,7 +178,7 @@ public sealed class BlkInflightTests
         for (int i = 0; i < 4; i++)
         {
             ring.Add(new DriverBuffer(memory.Allocate(16, 16), 16, false), new DriverBuffer(memory.Allocate(512, 64), 512, false), new DriverBuffer(memory.Allocate(1), 1, true));
-            lock (vq.AccessLock)
+            using (vq.AccessLock.EnterScope())
             {
                 Assert.Equal(1, vq.Pop(chains, segs));
                 vq.PushUsed(chains[0], 1);
@@ -202,7 +202,7 @@ public sealed class BlkInflightTests
             DriverBuffer[] chain = [new(h, 16, false), new(d, 512, false), new(status[i], 1, true)];
             ids[i] = i == 1 ? ring.AddIndirect(chain) : ring.Add(chain);   // slots 12-14, 15, 0-2, 3-5
         }
-        lock (vq.AccessLock)
+        using (vq.AccessLock.EnterScope())
         {
             Assert.Equal(4, vq.Pop(chains, segs));
             // requests 3 and 1 finish (the application wrote their status), in that order, in one batch

@@ -107,7 +107,7 @@ public sealed class InProcessBackEnd : IDisposable
             while (!stop.IsCancellationRequested)
             {
                 int n;
-                lock (q.AccessLock)
+                using (q.AccessLock.EnterScope())
                 {
                     if (!q.IsReady) n = 0;
                     else

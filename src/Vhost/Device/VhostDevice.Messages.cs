@@ -341,7 +341,7 @@ public sealed partial class VhostDevice
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (q.Started) return Outcome.Fail($"SET_VRING_NUM for queue {index} while it runs");
         string? error;
-        lock (q.AccessLock) error = q.SetSize(num);
+        using (q.AccessLock.EnterScope()) error = q.SetSize(num);
         return error == null ? Outcome.Ok : Outcome.Fail($"queue {index}: {error}");
     }
 
@@ -349,7 +349,7 @@ public sealed partial class VhostDevice
     {
         if (!ValidQueue(address.Index, out var q, out var err)) return err;
         string? error = null;
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             q.SetAddress(address);
             // a running ring gets new addresses when logging starts: translate again at once
@@ -364,7 +364,7 @@ public sealed partial class VhostDevice
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (q.Started) return Outcome.Fail($"SET_VRING_BASE for queue {index} while it runs");
         string? error;
-        lock (q.AccessLock) error = q.SetBase(num);
+        using (q.AccessLock.EnterScope()) error = q.SetBase(num);
         return error == null ? Outcome.Ok : Outcome.Fail($"queue {index}: {error}");
     }
 
@@ -375,7 +375,7 @@ public sealed partial class VhostDevice
         // the front-end stops a ring: the application must let go of the device first (DPDK does the same)
         StopRunning($"GET_VRING_BASE stopped queue {index}");
         uint b;
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             b = q.Stop();
             q.SetKick(null, false);
@@ -403,16 +403,16 @@ public sealed partial class VhostDevice
         switch (request)
         {
             case VhostUserRequest.SetVringCall:
-                lock (q.AccessLock) q.SetCall(fd, noFd);
+                using (q.AccessLock.EnterScope()) q.SetCall(fd, noFd);
                 return Outcome.Ok;
             case VhostUserRequest.SetVringErr:
-                lock (q.AccessLock) q.SetErr(fd);
+                using (q.AccessLock.EnterScope()) q.SetErr(fd);
                 return Outcome.Ok;
         }
         // SET_VRING_KICK starts the ring. With no fd, in-band kicks (VRING_KICK) go to a private eventfd
         // so event-driven back-ends wait the same way in both modes.
         string? error = null;
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             q.SetKick(fd ?? EventFd.Create(nonBlocking: true), noFd);
             if (!VirtioFeature.Has(Features, VirtioFeature.ProtocolFeatures)) q.Enabled = true;
@@ -427,7 +427,7 @@ public sealed partial class VhostDevice
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (num > 1) return Outcome.Fail($"SET_VRING_ENABLE for queue {index} with state {num}");
         bool enable = num == 1;
-        lock (q.AccessLock) q.Enabled = enable;
+        using (q.AccessLock.EnterScope()) q.Enabled = enable;
         _ops?.VringStateChanged(this, (int)index, enable);
         return Outcome.Ok;
     }

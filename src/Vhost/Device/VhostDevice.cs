@@ -130,7 +130,7 @@ public sealed partial class VhostDevice : IGuestNotifier
     {
         if ((uint)queueId >= (uint)_queues.Length) return false;
         var q = _queues[queueId];
-        lock (q.AccessLock) q.SetNotificationsEnabled(enable);
+        using (q.AccessLock.EnterScope()) q.SetNotificationsEnabled(enable);
         return true;
     }
 

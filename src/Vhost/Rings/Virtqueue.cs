@@ -31,7 +31,7 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>Taken by the control plane for every change and by the data path once per burst.</summary>
-    public Lock AccessLock { get; } = new();
+    public QueueLock AccessLock { get; } = new();
 
     public int Index { get; }
 

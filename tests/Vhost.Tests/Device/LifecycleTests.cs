@@ -35,14 +35,14 @@ public sealed class LifecycleTests
         Span<DescriptorChain> chains = stackalloc DescriptorChain[4];
         var segs = new BufferSegment[16];
         int n;
-        lock (q.AccessLock) n = q.Pop(chains, segs);
+        using (q.AccessLock.EnterScope()) n = q.Pop(chains, segs);
         Assert.Equal(1, n);
         Assert.Equal(id, chains[0].Id);
         Assert.Equal(100u, chains[0].ReadableBytes);
         Assert.Equal(50u, chains[0].WritableBytes);
         Assert.All(segs[0].Window.AsSpan().ToArray(), b => Assert.Equal(0xab, b));
         segs[chains[0].ReadableSegments].Window.AsSpan().Fill(0x5a);
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             q.PushUsed(chains[0], 50);
             q.FlushUsed();
@@ -66,7 +66,7 @@ public sealed class LifecycleTests
         ulong buf = setup.Memory.Allocate(64);
         for (int i = 0; i < 3; i++) ring.Add(new DriverBuffer(buf, 64, false));
         var q = dev.Queue(1);
-        lock (q.AccessLock) Assert.Equal(3, q.Pop(new DescriptorChain[8], new BufferSegment[8]));
+        using (q.AccessLock.EnterScope()) Assert.Equal(3, q.Pop(new DescriptorChain[8], new BufferSegment[8]));
 
         uint b = setup.StopQueue(1);
         Assert.Equal(3u, b);
@@ -141,7 +141,7 @@ public sealed class LifecycleTests
         ring.Add(new DriverBuffer(setup.Memory.Allocate(16), 16, true));
         var q = dev.Queue(0);
         var chains = new DescriptorChain[2];
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             Assert.Equal(1, q.Pop(chains, new BufferSegment[4]));
             q.PushUsed(chains[0], 0);

@@ -224,7 +224,7 @@ public sealed class ChainTests
             Raw(ring, (0xdead_0000_0000UL, 0u, Next), (b, 64u, Write));
             var q = dev.Queue(0);
             var chains = new Vhost.Rings.DescriptorChain[2];
-            lock (q.AccessLock) Assert.Equal(1, q.Pop(chains, new Vhost.Rings.BufferSegment[4]));
+            using (q.AccessLock.EnterScope()) Assert.Equal(1, q.Pop(chains, new Vhost.Rings.BufferSegment[4]));
             Assert.Equal(1, chains[0].SegmentCount);
             Assert.Equal(64u, chains[0].WritableBytes);
             Assert.Equal(0, q.BadChains);

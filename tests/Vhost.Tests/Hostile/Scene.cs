@@ -155,7 +155,7 @@ internal sealed class Scene : IDisposable
         var q = Good.Queue(0);
         var chains = new DescriptorChain[2];
         var segs = new BufferSegment[4];
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             Assert.Equal(1, q.Pop(chains, segs));
             q.PushUsed(chains[0], 64);
@@ -168,7 +168,7 @@ internal sealed class Scene : IDisposable
     public static int PopAndFlush(VhostDevice dev, BufferSegment[]? segs = null)
     {
         var q = dev.Queue(0);
-        lock (q.AccessLock)
+        using (q.AccessLock.EnterScope())
         {
             int n = q.Pop(new DescriptorChain[8], segs ?? new BufferSegment[256]);
             q.FlushUsed();

@@ -98,7 +98,7 @@ public sealed class VringTests
             Scene.AssertNack(fe.SetVringKick(0, q.KickFd, needReply: true));
             var queue = s.WaitOtherDevice().Queue(0);
             Assert.False(queue.Started);
-            lock (queue.AccessLock) Assert.Equal(0, queue.Pop(new DescriptorChain[4], new BufferSegment[4]));
+            using (queue.AccessLock.EnterScope()) Assert.Equal(0, queue.Pop(new DescriptorChain[4], new BufferSegment[4]));
         });
 
     [Fact]

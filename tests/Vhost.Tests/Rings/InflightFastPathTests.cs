@@ -47,7 +47,7 @@ public sealed class InflightFastPathTests
         for (int round = 0; round < 12; round++)
         {
             ushort id = ring.Add(new DriverBuffer(setup.Memory.Allocate(64), 64, true));
-            lock (vq.AccessLock)
+            using (vq.AccessLock.EnterScope())
             {
                 Assert.Equal(1, vq.Pop(chains, segs));
                 Assert.Equal(id, chains[0].Id);
@@ -61,7 +61,7 @@ public sealed class InflightFastPathTests
                 else Assert.Equal(id, e);
             }
             Assert.Equal(1, marked);
-            lock (vq.AccessLock)
+            using (vq.AccessLock.EnterScope())
             {
                 vq.PushUsed(chains[0], 64);
                 vq.FlushUsed();

@@ -42,7 +42,7 @@ public sealed class PackedInflightRecoveryTests
         var segs = new BufferSegment[32];
         byte[] before;
         ushort slot0Flags = q.Desc.Ref<ushort>(14);
-        lock (vqA.AccessLock)
+        using (vqA.AccessLock.EnterScope())
         {
             Assert.Equal(3, vqA.Pop(chains, segs));
             before = w.AsSpan().ToArray();
@@ -61,7 +61,7 @@ public sealed class PackedInflightRecoveryTests
         var (second, vqB) = (b.BackEnd, b.Vq);
         ushort[] expected = published ? [r0, r2] : [r0, r1, r2];
         Assert.Equal(expected.Length, vqB.InflightResubmitted);
-        lock (vqB.AccessLock)
+        using (vqB.AccessLock.EnterScope())
         {
             Assert.Equal(expected.Length, vqB.Pop(chains, segs));
             for (int i = 0; i < expected.Length; i++)
@@ -83,7 +83,7 @@ public sealed class PackedInflightRecoveryTests
         void Round()
         {
             ring.Add(new DriverBuffer(b1, 16, false), new DriverBuffer(b2, 16, true));
-            lock (vqB.AccessLock)
+            using (vqB.AccessLock.EnterScope())
             {
                 vqB.Pop(chains, segs);
                 vqB.PushUsed(chains[0], 16);
@@ -98,7 +98,7 @@ public sealed class PackedInflightRecoveryTests
             // only the back-end's part is measured: the test driver allocates
             ring.Add(new DriverBuffer(b1, 16, false), new DriverBuffer(b2, 16, true));
             long at = GC.GetAllocatedBytesForCurrentThread();
-            lock (vqB.AccessLock)
+            using (vqB.AccessLock.EnterScope())
             {
                 vqB.Pop(chains, segs);
                 vqB.PushUsed(chains[0], 16);
@@ -127,7 +127,7 @@ public sealed class PackedInflightRecoveryTests
         var (r0, r1, r2) = a.AddThreeRequests();   // area entries 0-1, 2, 3-4
         var chains = new DescriptorChain[8];
         var segs = new BufferSegment[32];
-        lock (vqA.AccessLock) Assert.Equal(3, vqA.Pop(chains, segs));
+        using (vqA.AccessLock.EnterScope()) Assert.Equal(3, vqA.Pop(chains, segs));
         a.Die();
 
         Assert.Equal(1, w.Ref<byte>(32 + 32 * 2));
@@ -140,7 +140,7 @@ public sealed class PackedInflightRecoveryTests
         var (second, vqB) = (b.BackEnd, b.Vq);
         Assert.Equal(1, vqB.InflightResubmitted);
         Assert.True(second.Logs.WaitForError("2 in-flight record(s) in the area do not describe a chain"));
-        lock (vqB.AccessLock)
+        using (vqB.AccessLock.EnterScope())
         {
             Assert.Equal(3, vqB.Pop(chains, segs));
             Assert.Equal([r0, r1, r2], chains.Take(3).Select(c => c.Id).ToArray());
@@ -226,7 +226,7 @@ public sealed class PackedInflightRecoveryTests
         {
             ushort next = Ring.Add(Buf(16, false), Buf(16, true));
             var chains = new DescriptorChain[2];
-            lock (vq.AccessLock)
+            using (vq.AccessLock.EnterScope())
             {
                 Assert.Equal(1, vq.Pop(chains, new BufferSegment[8]));
                 Assert.Equal(next, chains[0].Id);

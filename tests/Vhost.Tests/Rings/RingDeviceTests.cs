@@ -27,7 +27,7 @@ public sealed class RingDeviceTests
         for (int i = 0; i < 70; i++)
         {
             ushort id = ring.Add(new DriverBuffer(buf, 64, true));
-            lock (q.AccessLock)
+            using (q.AccessLock.EnterScope())
             {
                 Assert.Equal(1, q.Pop(chains, segs));
                 q.PushUsed(chains[0], 1);
