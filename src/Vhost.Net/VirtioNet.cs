@@ -82,34 +82,10 @@ public static class VirtioNet
             int hdrLen = HeaderLength(device);
             ulong features = device.Features;
             Span<byte> hdr = stackalloc byte[12];
-            int room = pool.DataRoom;
             for (int i = 0; i < n; i++)
             {
                 ref var c = ref st.Chains[i];
                 q.PushUsed(c, 0);
-                // fast path, the shape of nearly every frame: header and frame in one buffer, no offload asked,
-                // frame fits one pool buffer
-                if (c.ReadableSegments == 1)
-                {
-                    var src = st.Segments[c.SegmentStart].Window.AsSpan();
-                    int len = src.Length - hdrLen;
-                    if (len >= EthHeader && len <= room && BinaryPrimitives.ReadUInt16LittleEndian(src) == 0)
-                    {
-                        if (!pool.TryAllocate(out var fp))
-                        {
-                            st.Stats.Dropped++;
-                            continue;
-                        }
-                        var data = pool.DataOf(fp.Index);
-                        src.Slice(hdrLen, len).CopyTo(data);
-                        ref var fm = ref pool.MetaOf(fp.Index);
-                        fm.DataLength = len;
-                        fm.PacketLength = len;
-                        st.Stats.Count(data, len);
-                        packets[produced++] = fp;
-                        continue;
-                    }
-                }
                 var segs = new ReadOnlySpan<BufferSegment>(st.Segments, c.SegmentStart, c.ReadableSegments);
                 int frameLen = (int)c.ReadableBytes - hdrLen;
                 if (frameLen < EthHeader)
@@ -118,13 +94,20 @@ public static class VirtioNet
                     st.Stats.Dropped++;
                     continue;
                 }
-                Gather(segs, 0, hdr[..hdrLen]);
-                if (!CheckTxHeader(hdr, frameLen, features, out var meta))
+                PacketMeta meta = default;
+                // nearly every frame: header and frame in one buffer, header asking for nothing (flags and gso
+                // type zero), so there is nothing to gather or check
+                bool plain = segs.Length == 1 && BinaryPrimitives.ReadUInt16LittleEndian(segs[0].Window.Span(0, 2)) == 0;
+                if (!plain)
                 {
-                    st.Stats.BadHeaders++;
-                    st.Stats.Dropped++;
-                    LogBadHeader(q, hdr);
-                    continue;
+                    Gather(segs, 0, hdr[..hdrLen]);
+                    if (!CheckTxHeader(hdr, frameLen, features, out meta))
+                    {
+                        st.Stats.BadHeaders++;
+                        st.Stats.Dropped++;
+                        LogBadHeader(q, hdr);
+                        continue;
+                    }
                 }
                 if (!CopyIn(pool, segs, hdrLen, frameLen, out var p))
                 {
