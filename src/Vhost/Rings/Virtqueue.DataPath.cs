@@ -238,7 +238,7 @@ public sealed partial class Virtqueue
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TrySingle(ulong addr, uint len, bool writable, Span<BufferSegment> segments, int at, ushort id, ushort slots, out DescriptorChain chain)
     {
-        if (len == 0 || !_memory.TryTranslate(addr, len, out var w))
+        if (len == 0 || len > MaxChainBytes || !_memory.TryTranslate(addr, len, out var w))
         {
             chain = default;
             return false;
@@ -259,11 +259,23 @@ public sealed partial class Virtqueue
         return true;
     }
 
+    /// <summary>
+    /// The most bytes one chain may describe. Descriptor lengths are 32-bit and a chain may repeat a buffer, so
+    /// without a bound the byte counts wrap, and a segment longer than int.MaxValue has no span; no virtio
+    /// device has a use for a chain this long.
+    /// </summary>
+    public const uint MaxChainBytes = int.MaxValue;
+
     /// <summary>Translates one descriptor's buffer into segments (several if it crosses adjacent regions).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Walk AddBuffer(ulong addr, uint len, bool writable, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)
     {
         if (len == 0) return Walk.Ok;
+        if ((ulong)chain.ReadableBytes + chain.WritableBytes + len > MaxChainBytes)
+        {
+            reason = $"the chain's buffers add up to more than {MaxChainBytes} bytes";
+            return Walk.Bad;
+        }
         writable &= !DeviceReadsOnly;
         int at = chain.SegmentCount;
         if (_memory.TryTranslate(addr, len, out var w))

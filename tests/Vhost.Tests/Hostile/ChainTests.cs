@@ -18,10 +18,10 @@ public sealed class ChainTests
     /// <paramref name="write"/> makes one bad chain available and returns its id. The case checks it comes
     /// back unused, the reason, one log line, that the queue still moves a good chain, and the usual rest.
     /// </summary>
-    private static void BadChain(bool packed, string phrase, Func<DriverRing, FrontEndMemory, ushort> write, int segments = 256)
+    private static void BadChain(bool packed, string phrase, Func<DriverRing, FrontEndMemory, ushort> write, int segments = 256, ulong memorySize = 16 << 20)
     {
         using var s = new Scene();
-        var (fe, setup, dev, ring) = s.BringUp(packed);
+        var (fe, setup, dev, ring) = s.BringUp(packed, memorySize: memorySize);
         using (fe)
         using (setup)
         {
@@ -187,6 +187,30 @@ public sealed class ChainTests
             var r = mem.Regions[0];
             return Raw(ring, (r.GuestPhysEnd - 8, 64, Write));
         });
+
+    // 2 GiB + 4 KiB of sparse memfd: nothing is touched, so the test costs no memory
+    private const ulong HugeMemory = (2UL << 30) + 4096;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OneBufferLongerThan2GiB(bool packed) =>
+        BadChain(packed, "add up to more than", (ring, mem) =>
+        {
+            var r = mem.Regions[0];
+            return Raw(ring, (r.Info.GuestPhysAddr, 0x8000_0000u, 0));
+        }, memorySize: HugeMemory);
+
+    /// <summary>Two 2 GiB buffers: their 32-bit byte count would wrap to 0 and pass for an empty chain.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BuffersAddingUpPast4GiB(bool packed) =>
+        BadChain(packed, "add up to more than", (ring, mem) =>
+        {
+            var r = mem.Regions[0];
+            return Raw(ring, (r.Info.GuestPhysAddr, 0x8000_0000u, Next), (r.Info.GuestPhysAddr, 0x8000_0000u, Write));
+        }, memorySize: HugeMemory);
 
     [Theory]
     [InlineData(false)]

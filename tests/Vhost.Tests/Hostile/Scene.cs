@@ -99,11 +99,11 @@ internal sealed class Scene : IDisposable
     }
 
     /// <summary>A hostile connection brought up completely (the chain cases misbehave in the rings only).</summary>
-    public (TestFrontEnd Fe, DeviceSetup Setup, VhostDevice Dev, DriverRing Ring) BringUp(bool packed, ushort queueSize = 64)
+    public (TestFrontEnd Fe, DeviceSetup Setup, VhostDevice Dev, DriverRing Ring) BringUp(bool packed, ushort queueSize = 64, ulong memorySize = 16 << 20)
     {
         var before = Be.Socket.Devices;
         var fe = Be.Connect();
-        var setup = DeviceSetup.Run(fe, new DeviceSetupOptions { QueueSize = queueSize, Packed = packed });
+        var setup = DeviceSetup.Run(fe, new DeviceSetupOptions { QueueSize = queueSize, Packed = packed, MemorySize = memorySize });
         var dev = WaitOtherDevice(before);
         var end = DateTime.UtcNow + T;
         while (!dev.IsRunning && DateTime.UtcNow < end) Thread.Sleep(5);
