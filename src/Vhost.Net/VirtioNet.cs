@@ -155,7 +155,8 @@ public static class VirtioNet
             int have = 0, next = 0, segUsed = 0;
             long badBefore = q.BadChains;
             Span<byte> hdr = stackalloc byte[12];
-            int placed = 0;
+            var filler = new RxFiller(packets, st.Stats, hdrLen, guestCsum, guestTso);
+            int placed = q.FillPacked(ref filler, packets.Length);
             for (; placed < packets.Length; placed++)
             {
                 var p = packets[placed];
@@ -236,6 +237,31 @@ public static class VirtioNet
         finally
         {
             q.AccessLock.Exit();
+        }
+    }
+
+    /// <summary>One-buffer frames for a ring's fast path: header and frame into one guest buffer.</summary>
+    private readonly ref struct RxFiller(ReadOnlySpan<Packet> packets, NetQueueStats stats, int hdrLen, bool guestCsum, bool guestTso) : IBufferFiller
+    {
+        private readonly ReadOnlySpan<Packet> _packets = packets;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int Needed(int index)
+        {
+            ref readonly var p = ref _packets[index];
+            // a chained frame takes the general path
+            return p.Meta.Next < 0 ? hdrLen + p.Length : 0;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Fill(int index, Span<byte> buffer)
+        {
+            var p = _packets[index];
+            int len = buffer.Length - hdrLen;
+            var data = p.Pool.DataOf(p.Index);
+            WriteRxHeader(buffer[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
+            data[..len].CopyTo(buffer[hdrLen..]);
+            stats.Count(data, len);
         }
     }
 

@@ -44,3 +44,16 @@ public interface IGuestNotifier
     /// <summary>The queue saw input it cannot trust; the device must stop. Called once per fault.</summary>
     void QueueFaulted(Virtqueue queue, string reason);
 }
+
+/// <summary>
+/// What a device library gives <see cref="Virtqueue.FillPacked"/>: the items to place, one per guest buffer.
+/// A ref struct may implement it, so the calls inline and nothing is allocated.
+/// </summary>
+public interface IBufferFiller
+{
+    /// <summary>Bytes item <paramref name="index"/> will write, or 0 to stop before it.</summary>
+    int Needed(int index);
+
+    /// <summary>Writes item <paramref name="index"/> into <paramref name="buffer"/> (exactly Needed bytes of guest memory).</summary>
+    void Fill(int index, Span<byte> buffer);
+}

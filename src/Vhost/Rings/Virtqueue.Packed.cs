@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using Vhost.Interop;
 
 namespace Vhost.Rings;
@@ -200,6 +201,12 @@ public sealed partial class Virtqueue
         if (_inflightOn) InflightPackedAfterPublish();
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
+        InterruptIfAskedPacked(old);
+    }
+
+    /// <summary>After used descriptors from <paramref name="old"/> on were published: the driver's event suppression decides.</summary>
+    private void InterruptIfAskedPacked(ushort old)
+    {
         Interlocked.MemoryBarrier();
         ushort evFlags = Volatile.Read(ref _avail.Ref<ushort>(2));
         bool interrupt;
@@ -219,6 +226,109 @@ public sealed partial class Virtqueue
         }
         _signalledUsed = _usedIdx;
         if (interrupt) Interrupt();
+    }
+
+    /// <summary>
+    /// The receive fast path of a packed ring, in the shape of DPDK's: one-descriptor writable buffers are
+    /// taken from the ring, filled by <paramref name="filler"/> and marked used in place, one pass, nothing
+    /// staged. Stops at the first item or buffer it cannot take whole (a chain, an indirect table, a short or
+    /// untranslatable buffer, an item the filler declines), which the general path then handles. Returns how
+    /// many of the first <paramref name="count"/> items were placed; they are published and the guest
+    /// interrupted if it asked to be.
+    /// </summary>
+    public int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    {
+        // in-flight tracking, resubmissions and staged elements all need the general path's bookkeeping
+        if (!IsPacked || !Started || Faulted || _inflightOn || _resubmitAt < _resubmitCount || _staged > 0 || DeviceReadsOnly || !BitConverter.IsLittleEndian)
+            return 0;
+        ushort old = _usedIdx;
+        int first = _usedIdx;
+        ushort firstFlags = 0;
+        bool headDeferred = false;
+        int u = _usedIdx;
+        bool wrap = _usedWrap;
+        int n = 0;
+        while (n < count)
+        {
+            if (count - n >= 4 && u == _lastAvail && (u & 3) == 0 && u + 4 <= Size && FillPackedLine(ref filler, n, wrap))
+            {
+                // four at once, published at once: one cache line of the ring changes hands once
+                n += 4;
+                u += 4;
+                if (u == Size)
+                {
+                    u = 0;
+                    wrap = !wrap;
+                }
+                AdvanceAvail(4);
+                continue;
+            }
+            ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
+            if (!IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
+            int need = filler.Needed(n);
+            if (need <= 0) break;
+            var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
+            if (d.Len < (uint)need || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            filler.Fill(n, w.Span(0, need));
+            // the used descriptor goes where the device's used index is; its slot was consumed before
+            ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
+            used.Len = (uint)need;
+            used.Word12 = d.Word12;
+            ushort usedFlags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
+            // the first single of a call is published last, so the driver sees the call's work at once
+            if (n == 0)
+            {
+                firstFlags = usedFlags;
+                headDeferred = true;
+            }
+            else
+            {
+                Volatile.Write(ref used.Word14, usedFlags);
+            }
+            if (++u == Size)
+            {
+                u = 0;
+                wrap = !wrap;
+            }
+            AdvanceAvail(1);
+            n++;
+        }
+        if (n == 0) return 0;
+        if (headDeferred) Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
+        _usedIdx = (ushort)u;
+        _usedWrap = wrap;
+        InterruptIfAskedPacked(old);
+        return n;
+    }
+
+    /// <summary>
+    /// Items <paramref name="n"/>..n+3 into the four one-descriptor buffers of the ring line at _lastAvail
+    /// (aligned, and the used index is there too), if all four qualify; else nothing is touched. DPDK's
+    /// virtio_dev_rx_batch_packed has this shape: the driver refills and reads the ring a line at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool FillPackedLine<TFiller>(ref TFiller filler, int n, bool wrap) where TFiller : IBufferFiller, allows ref struct
+    {
+        nuint at = (nuint)_lastAvail * 16;
+        for (nuint i = 0; i < 4; i++)
+        {
+            ushort f = Volatile.Read(ref _desc.Ref<ushort>(at + i * 16 + 14));
+            if (!IsAvailable(f, _availWrap) || (f & (DescNext | DescIndirect | DescWrite)) != DescWrite) return false;
+        }
+        Span<NativeWindow> w = stackalloc NativeWindow[4];
+        Span<int> need = stackalloc int[4];
+        for (int i = 0; i < 4; i++)
+        {
+            need[i] = filler.Needed(n + i);
+            var d = _desc.Ref<RawDescriptor>(at + (nuint)i * 16);
+            if (need[i] <= 0 || d.Len < (uint)need[i] || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out w[i])) return false;
+        }
+        for (int i = 0; i < 4; i++) filler.Fill(n + i, w[i].Span(0, need[i]));
+        // the buffer ids stay where the driver put them: used slot and avail slot are the same here
+        for (int i = 0; i < 4; i++) _desc.Ref<RawDescriptor>(at + (nuint)i * 16).Len = (uint)need[i];
+        ushort usedFlags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
+        for (nuint i = 0; i < 4; i++) Volatile.Write(ref _desc.Ref<ushort>(at + i * 16 + 14), usedFlags);
+        return true;
     }
 
     /// <summary>
