@@ -77,9 +77,14 @@ public static class VirtioNet
             }
             int want = Math.Min(packets.Length - produced, MaxBurst);
             if (want == 0) return produced;
+            int hdrLen = HeaderLength(device);
+            var taker = new TxTaker(packets[produced..], pool, st.Stats, hdrLen);
+            int took = q.Take(ref taker, want);
+            produced += took;
+            want -= took;
+            if (want == 0) return produced;
             int n = q.Pop(st.Chains.AsSpan(0, want), st.Segments);
             if (n == 0) return produced;
-            int hdrLen = HeaderLength(device);
             ulong features = device.Features;
             Span<byte> hdr = stackalloc byte[12];
             for (int i = 0; i < n; i++)
@@ -156,7 +161,7 @@ public static class VirtioNet
             long badBefore = q.BadChains;
             Span<byte> hdr = stackalloc byte[12];
             var filler = new RxFiller(packets, st.Stats, hdrLen, guestCsum, guestTso);
-            int placed = q.FillPacked(ref filler, packets.Length);
+            int placed = q.Fill(ref filler, packets.Length);
             for (; placed < packets.Length; placed++)
             {
                 var p = packets[placed];
@@ -237,6 +242,31 @@ public static class VirtioNet
         finally
         {
             q.AccessLock.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Frames for a ring's transmit fast path: header and frame in one guest buffer, the header asking for
+    /// nothing, the frame fitting one pool buffer. Anything else is declined and goes the general way.
+    /// </summary>
+    private readonly ref struct TxTaker(Span<Packet> packets, PacketPool pool, NetQueueStats stats, int hdrLen) : IBufferTaker
+    {
+        private readonly Span<Packet> _packets = packets;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool Take(int index, ReadOnlySpan<byte> buffer)
+        {
+            int len = buffer.Length - hdrLen;
+            if (len < EthHeader || len > pool.DataRoom || BinaryPrimitives.ReadUInt16LittleEndian(buffer) != 0) return false;
+            if (!pool.TryAllocate(out var p)) return false;
+            var data = pool.DataOf(p.Index);
+            buffer.Slice(hdrLen, len).CopyTo(data);
+            ref var m = ref pool.MetaOf(p.Index);
+            m.DataLength = len;
+            m.PacketLength = len;
+            stats.Count(data, len);
+            _packets[index] = p;
+            return true;
         }
     }
 

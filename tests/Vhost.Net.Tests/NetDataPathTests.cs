@@ -186,6 +186,54 @@ public sealed class NetDataPathTests
         Assert.Equal(inOrder ? (ushort)(1 << 7) : usedBoth, Flags(2) & usedBoth);
     }
 
+    /// <summary>
+    /// A packed ring's transmit fast path takes plain one-buffer frames; a header asking for an offload and a
+    /// chained frame hand over to the general path mid-burst; frames and used buffers keep the ring's order.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PackedDequeueMixesFastAndGeneralPaths(bool inOrder)
+    {
+        using var n = new Net(packed: true, dropFeatures: inOrder ? 0 : VirtioFeature.Bit(VirtioFeature.InOrder));
+        using var pool = new PacketPool(64);
+        var plain = new byte[12];
+        var csum = new byte[12];
+        csum[0] = 1;                                                  // NEEDS_CSUM
+        BinaryPrimitives.WriteUInt16LittleEndian(csum.AsSpan(6), 34);
+        BinaryPrimitives.WriteUInt16LittleEndian(csum.AsSpan(8), 16);
+        byte[][] frames = [Frame(64, 1), Frame(100, 2), Frame(70, 3), Frame(80, 4), Frame(90, 5)];
+        var ids = new List<ushort> { n.Tx.Add(Buf(plain, frames[0])), n.Tx.Add(Buf(csum, frames[1])), n.Tx.Add(Buf(plain, frames[2])) };
+        // header and frame in two descriptors
+        ulong h = n.Setup.Memory.Allocate(12, 16), f = n.Setup.Memory.Allocate(80, 16);
+        frames[3].CopyTo(n.Setup.Memory.Span(f, 80));
+        ids.Add(n.Tx.Add(new DriverBuffer(h, 12, false), new DriverBuffer(f, 80, false)));
+        ids.Add(n.Tx.Add(Buf(plain, frames[4])));
+        var pkts = new Packet[8];
+        Assert.Equal(5, VirtioNet.DequeueBurst(n.Dev, 1, pool, pkts));
+        for (int i = 0; i < 5; i++)
+        {
+            var copy = new byte[frames[i].Length];
+            Assert.Equal(copy.Length, pool.CopyOut(pkts[i], copy));
+            Assert.Equal(frames[i], copy);
+        }
+        Assert.Equal(PacketOffloads.NeedsCsum, pkts[1].Meta.Offloads);
+        Assert.Equal(PacketOffloads.None, pkts[0].Meta.Offloads);
+        Assert.Equal(ids, Enumerable.Range(0, 5).Select(_ => n.Tx.WaitUsed(T).Id));
+        Assert.False(n.Tx.TryGetUsed(out _));
+        Assert.Equal(5, VirtioNet.Stats(n.Dev, 1).Packets);
+        pool.Free(pkts.AsSpan(0, 5));
+        Assert.Equal(pool.Count, pool.Available);
+
+        DriverBuffer Buf(byte[] header, byte[] frame)
+        {
+            ulong gpa = n.Setup.Memory.Allocate((ulong)(12 + frame.Length), 16);
+            header.CopyTo(n.Setup.Memory.Span(gpa, 12));
+            frame.CopyTo(n.Setup.Memory.Span(gpa + 12, frame.Length));
+            return new DriverBuffer(gpa, (uint)(12 + frame.Length), false);
+        }
+    }
+
     [Fact]
     public void MergeableEnqueueSpreadsAFrameOverSeveralBuffers()
     {

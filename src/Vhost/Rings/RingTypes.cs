@@ -46,7 +46,7 @@ public interface IGuestNotifier
 }
 
 /// <summary>
-/// What a device library gives <see cref="Virtqueue.FillPacked"/>: the items to place, one per guest buffer.
+/// What a device library gives <see cref="Virtqueue.Fill"/>: the items to place, one per guest buffer.
 /// A ref struct may implement it, so the calls inline and nothing is allocated.
 /// </summary>
 public interface IBufferFiller
@@ -56,4 +56,17 @@ public interface IBufferFiller
 
     /// <summary>Writes item <paramref name="index"/> into <paramref name="buffer"/> (exactly Needed bytes of guest memory).</summary>
     void Fill(int index, Span<byte> buffer);
+}
+
+/// <summary>
+/// What a device library gives <see cref="Virtqueue.Take"/>: it consumes one guest buffer per call.
+/// A ref struct may implement it, so the calls inline and nothing is allocated.
+/// </summary>
+public interface IBufferTaker
+{
+    /// <summary>
+    /// Consumes <paramref name="buffer"/> as item <paramref name="index"/>; false declines it, touching
+    /// nothing, and the buffer is left for the general path.
+    /// </summary>
+    bool Take(int index, ReadOnlySpan<byte> buffer);
 }

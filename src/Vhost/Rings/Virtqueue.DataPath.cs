@@ -155,6 +155,35 @@ public sealed partial class Virtqueue
         return n;
     }
 
+    /// <summary>
+    /// The receive fast path, in the shape of DPDK's: one-descriptor writable chains are taken from the
+    /// ring, filled by <paramref name="filler"/> and returned in place in one pass, nothing staged (on a packed
+    /// ring, four-descriptor lines are published at once, as DPDK's batch path does). Stops at the first item
+    /// or buffer it cannot take whole (a chain, an indirect table, a short or untranslatable buffer, an item
+    /// the filler declines), which <see cref="Pop"/> then handles and reports. Returns how many of the first
+    /// <paramref name="count"/> items were placed; they are published and the guest interrupted if it asked.
+    /// </summary>
+    public int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    {
+        // in-flight tracking, resubmissions and staged elements need the general path's bookkeeping
+        if (!FastPathOpen || DeviceReadsOnly) return 0;
+        return IsPacked ? FillPacked(ref filler, count) : FillSplit(ref filler, count);
+    }
+
+    /// <summary>
+    /// The transmit fast path: one-descriptor readable chains are handed to <paramref name="taker"/> straight
+    /// from the ring and returned in place (length 0), nothing staged. Stops where <see cref="Fill"/> would,
+    /// or where the taker declines. Returns how many were taken (at most <paramref name="count"/>).
+    /// </summary>
+    public int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    {
+        if (!FastPathOpen) return 0;
+        return IsPacked ? TakePacked(ref taker, count) : TakeSplit(ref taker, count);
+    }
+
+    private bool FastPathOpen =>
+        Started && !Faulted && !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian;
+
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(in DescriptorChain chain, uint writtenBytes) => PushUsed(chain.Id, chain.SlotCount, writtenBytes);

@@ -228,19 +228,9 @@ public sealed partial class Virtqueue
         if (interrupt) Interrupt();
     }
 
-    /// <summary>
-    /// The receive fast path of a packed ring, in the shape of DPDK's: one-descriptor writable buffers are
-    /// taken from the ring, filled by <paramref name="filler"/> and marked used in place, one pass, nothing
-    /// staged. Stops at the first item or buffer it cannot take whole (a chain, an indirect table, a short or
-    /// untranslatable buffer, an item the filler declines), which the general path then handles. Returns how
-    /// many of the first <paramref name="count"/> items were placed; they are published and the guest
-    /// interrupted if it asked to be.
-    /// </summary>
-    public int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    /// <summary>The packed ring's form of <see cref="Fill"/>.</summary>
+    private int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
-        // in-flight tracking, resubmissions and staged elements all need the general path's bookkeeping
-        if (!IsPacked || !Started || Faulted || _inflightOn || _resubmitAt < _resubmitCount || _staged > 0 || DeviceReadsOnly || !BitConverter.IsLittleEndian)
-            return 0;
         ushort old = _usedIdx;
         int first = _usedIdx;
         ushort firstFlags = 0;
@@ -295,6 +285,57 @@ public sealed partial class Virtqueue
         }
         if (n == 0) return 0;
         if (headDeferred) Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
+        _usedIdx = (ushort)u;
+        _usedWrap = wrap;
+        InterruptIfAskedPacked(old);
+        return n;
+    }
+
+    /// <summary>The packed ring's form of <see cref="Take"/>; with VIRTIO_F_IN_ORDER and <see cref="BatchInOrderUsed"/> one used descriptor returns them all.</summary>
+    private int TakePacked<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    {
+        bool oneUsed = BatchInOrderUsed && InOrder;
+        ushort old = _usedIdx;
+        int first = _usedIdx;
+        int u = _usedIdx;
+        bool wrap = _usedWrap;
+        ushort firstFlags = (ushort)(wrap ? PackedAvail | PackedUsed : 0);
+        ushort lastId = 0;
+        int n = 0;
+        while (n < count)
+        {
+            ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
+            if (!IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect)) != 0) break;
+            // a buffer the device only reads: a WRITE flag is ignored on such queues, refused elsewhere
+            if ((flags & DescWrite) != 0 && !DeviceReadsOnly) break;
+            var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
+            if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            if (!taker.Take(n, w.Span(0, (int)d.Len))) break;
+            lastId = d.Word12;
+            if (!oneUsed)
+            {
+                ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
+                used.Len = 0;
+                used.Word12 = d.Word12;
+                if (n > 0) Volatile.Write(ref used.Word14, (ushort)(wrap ? PackedAvail | PackedUsed : 0));
+            }
+            if (++u == Size)
+            {
+                u = 0;
+                wrap = !wrap;
+            }
+            AdvanceAvail(1);
+            n++;
+        }
+        if (n == 0) return 0;
+        if (oneUsed)
+        {
+            // VIRTIO_F_IN_ORDER: one used descriptor with the last buffer's id returns the batch (see FlushPacked)
+            ref var used = ref _desc.Ref<RawDescriptor>((nuint)first * 16);
+            used.Len = 0;
+            used.Word12 = lastId;
+        }
+        Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);

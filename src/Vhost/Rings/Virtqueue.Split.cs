@@ -147,6 +147,12 @@ public sealed partial class Virtqueue
             Volatile.Write(ref _used.Ref<ushort>(2), u);
         }
         _usedIdx = u;
+        InterruptIfAskedSplit(old, u);
+    }
+
+    /// <summary>After the used index moved from <paramref name="old"/> to <paramref name="u"/>: event index or flags decide.</summary>
+    private void InterruptIfAskedSplit(ushort old, ushort u)
+    {
         if (EventIdx && _notifyEnabled) WriteAvailEvent();
         // store (used idx) → load (flags / used_event) needs a full fence
         Interlocked.MemoryBarrier();
@@ -162,6 +168,66 @@ public sealed partial class Virtqueue
         }
         _signalledUsed = u;
         if (interrupt) Interrupt();
+    }
+
+    /// <summary>The split ring's form of <see cref="Fill"/>: one-descriptor writable chains, used elements written in place.</summary>
+    private int FillSplit<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    {
+        ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
+        int pending = (ushort)(availIdx - _lastAvail);
+        // more than a ring ahead is the general path's to report
+        if (pending == 0 || pending > Size) return 0;
+        int mask = Size - 1;
+        ushort old = _usedIdx, u = _usedIdx;
+        int n = 0;
+        while (n < count && n < pending)
+        {
+            ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
+            if (head >= Size) break;
+            var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
+            if ((d.Word12 & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
+            int need = filler.Needed(n);
+            if (need <= 0 || d.Len < (uint)need || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            filler.Fill(n, w.Span(0, need));
+            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = head | ((ulong)(uint)need << 32);
+            u++;
+            _lastAvail++;
+            n++;
+        }
+        if (n == 0) return 0;
+        Volatile.Write(ref _used.Ref<ushort>(2), u);
+        _usedIdx = u;
+        InterruptIfAskedSplit(old, u);
+        return n;
+    }
+
+    /// <summary>The split ring's form of <see cref="Take"/>: one-descriptor readable chains, used elements written in place.</summary>
+    private int TakeSplit<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    {
+        ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
+        int pending = (ushort)(availIdx - _lastAvail);
+        if (pending == 0 || pending > Size) return 0;
+        int mask = Size - 1;
+        ushort old = _usedIdx, u = _usedIdx;
+        int n = 0;
+        while (n < count && n < pending)
+        {
+            ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
+            if (head >= Size) break;
+            var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
+            if ((d.Word12 & (DescNext | DescIndirect)) != 0 || ((d.Word12 & DescWrite) != 0 && !DeviceReadsOnly)) break;
+            if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            if (!taker.Take(n, w.Span(0, (int)d.Len))) break;
+            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = head;
+            u++;
+            _lastAvail++;
+            n++;
+        }
+        if (n == 0) return 0;
+        Volatile.Write(ref _used.Ref<ushort>(2), u);
+        _usedIdx = u;
+        InterruptIfAskedSplit(old, u);
+        return n;
     }
 
     private void WriteAvailEvent() => Volatile.Write(ref _used.Ref<ushort>((nuint)(4 + 8 * Size)), _lastAvail);
