@@ -302,30 +302,52 @@ public sealed partial class Virtqueue
         ushort firstFlags = (ushort)(wrap ? PackedAvail | PackedUsed : 0);
         ushort lastId = 0;
         int n = 0;
+        Span<NativeWindow> ahead = stackalloc NativeWindow[TakeAhead];
+        Span<ushort> aheadId = stackalloc ushort[TakeAhead];
         while (n < count)
         {
-            ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
-            if (!IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect)) != 0) break;
-            // a buffer the device only reads: a WRITE flag is ignored on such queues, refused elsewhere
-            if ((flags & DescWrite) != 0 && !DeviceReadsOnly) break;
-            var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
-            if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
-            if (!taker.Take(n, w.Span(0, (int)d.Len))) break;
-            lastId = d.Word12;
-            if (!oneUsed)
+            // look a few buffers ahead and ask for their lines together: each is a read of memory the
+            // front-end's core just wrote, and one at a time they would wait for each other
+            int k = 0, slot = _lastAvail;
+            bool availWrap = _availWrap;
+            while (k < ahead.Length && n + k < count)
             {
-                ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
-                used.Len = 0;
-                used.Word12 = d.Word12;
-                if (n > 0) Volatile.Write(ref used.Word14, (ushort)(wrap ? PackedAvail | PackedUsed : 0));
+                ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(slot * 16 + 14)));
+                if (!IsAvailable(flags, availWrap) || (flags & (DescNext | DescIndirect)) != 0) break;
+                // a buffer the device only reads: a WRITE flag is ignored on such queues, refused elsewhere
+                if ((flags & DescWrite) != 0 && !DeviceReadsOnly) break;
+                var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
+                if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
+                ahead[k].Prefetch();
+                aheadId[k] = d.Word12;
+                k++;
+                if (++slot == Size)
+                {
+                    slot = 0;
+                    availWrap = !availWrap;
+                }
             }
-            if (++u == Size)
+            int took = 0;
+            for (; took < k; took++)
             {
-                u = 0;
-                wrap = !wrap;
+                if (!taker.Take(n, ahead[took].Span(0, (int)ahead[took].Length))) break;
+                lastId = aheadId[took];
+                if (!oneUsed)
+                {
+                    ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
+                    used.Len = 0;
+                    used.Word12 = lastId;
+                    if (n > 0) Volatile.Write(ref used.Word14, (ushort)(wrap ? PackedAvail | PackedUsed : 0));
+                }
+                if (++u == Size)
+                {
+                    u = 0;
+                    wrap = !wrap;
+                }
+                AdvanceAvail(1);
+                n++;
             }
-            AdvanceAvail(1);
-            n++;
+            if (took < ahead.Length) break;
         }
         if (n == 0) return 0;
         if (oneUsed)
