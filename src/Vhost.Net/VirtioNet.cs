@@ -172,26 +172,6 @@ public static class VirtioNet
                     // every remaining frame needs at least one chain
                     PopMore(q, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
                 }
-                // fast path: a one-buffer frame into a chain whose first writable buffer holds header and frame
-                if (next < have && p.Meta.Next < 0)
-                {
-                    ref var c = ref chains[next];
-                    if (c.SegmentCount > c.ReadableSegments)
-                    {
-                        var dstWin = st.Segments[c.SegmentStart + c.ReadableSegments].Window;
-                        if ((int)Math.Min(dstWin.Length, int.MaxValue) >= total)
-                        {
-                            var dst = dstWin.Span(0, total);
-                            var data = p.Pool.DataOf(p.Index);
-                            WriteRxHeader(dst[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
-                            data[..len].CopyTo(dst[hdrLen..]);
-                            q.PushUsed(c, (uint)total);
-                            st.Stats.Count(data, len);
-                            next++;
-                            continue;
-                        }
-                    }
-                }
                 // gather enough chains: one without mergeable buffers, as many as it takes with them
                 int k = next;
                 long room = 0;
