@@ -253,17 +253,13 @@ public sealed partial class Virtqueue
                 AdvanceAvail(4);
                 continue;
             }
-            ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(_lastAvail * 16 + 14)));
-            if (!IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
             int need = filler.Needed(n);
-            if (need <= 0) break;
-            var d = _desc.Ref<RawDescriptor>((nuint)_lastAvail * 16);
-            if (d.Len < (uint)need || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            if (!FillableAt(_lastAvail, need, out var w, out ushort id)) break;
             filler.Fill(n, w.Span(0, need));
             // the used descriptor goes where the device's used index is; its slot was consumed before
             ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
             used.Len = (uint)need;
-            used.Word12 = d.Word12;
+            used.Word12 = id;
             ushort usedFlags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
             // the first single of a call is published last, so the driver sees the call's work at once
             if (n == 0)
@@ -365,6 +361,23 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>
+    /// Whether ring slot <paramref name="slot"/> (in the driver's current lap) holds an available
+    /// one-descriptor writable buffer that <paramref name="need"/> bytes fit, and where it is.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool FillableAt(int slot, int need, out NativeWindow buffer, out ushort id)
+    {
+        buffer = default;
+        id = 0;
+        // acquire: the driver writes the flags last; the rest of the descriptor is read after them
+        ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(slot * 16 + 14)));
+        if (need <= 0 || !IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) return false;
+        var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
+        id = d.Word12;
+        return d.Len >= (uint)need && d.Len <= MaxChainBytes && _memory.TryTranslate(d.Addr, d.Len, out buffer);
+    }
+
+    /// <summary>
     /// Items <paramref name="n"/>..n+3 into the four one-descriptor buffers of the ring line at _lastAvail
     /// (aligned, and the used index is there too), if all four qualify; else nothing is touched. DPDK's
     /// virtio_dev_rx_batch_packed has this shape: the driver refills and reads the ring a line at a time.
@@ -373,18 +386,12 @@ public sealed partial class Virtqueue
     private bool FillPackedLine<TFiller>(ref TFiller filler, int n, bool wrap) where TFiller : IBufferFiller, allows ref struct
     {
         nuint at = (nuint)_lastAvail * 16;
-        for (nuint i = 0; i < 4; i++)
-        {
-            ushort f = Volatile.Read(ref _desc.Ref<ushort>(at + i * 16 + 14));
-            if (!IsAvailable(f, _availWrap) || (f & (DescNext | DescIndirect | DescWrite)) != DescWrite) return false;
-        }
         Span<NativeWindow> w = stackalloc NativeWindow[4];
         Span<int> need = stackalloc int[4];
         for (int i = 0; i < 4; i++)
         {
             need[i] = filler.Needed(n + i);
-            var d = _desc.Ref<RawDescriptor>(at + (nuint)i * 16);
-            if (need[i] <= 0 || d.Len < (uint)need[i] || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out w[i])) return false;
+            if (!FillableAt(_lastAvail + i, need[i], out w[i], out _)) return false;
         }
         for (int i = 0; i < 4; i++) filler.Fill(n + i, w[i].Span(0, need[i]));
         // the buffer ids stay where the driver put them: used slot and avail slot are the same here

@@ -130,22 +130,29 @@ public sealed partial class Virtqueue
         ushort u = _usedIdx;
         if (_inflightOn)
         {
+            // the tracked flush publishes the index itself, between its in-flight area updates
             u = FlushSplitTracked(u);
+            _usedIdx = u;
+            InterruptIfAskedSplit(old, u);
+            return;
         }
-        else
+        var ids = _stagedId.AsSpan(0, _staged);
+        var lens = _stagedLen.AsSpan(0, _staged);
+        for (int i = 0; i < ids.Length; i++)
         {
-            var ids = _stagedId.AsSpan(0, _staged);
-            var lens = _stagedLen.AsSpan(0, _staged);
-            for (int i = 0; i < ids.Length; i++)
-            {
-                // one 8-byte store per used element (id, len), little-endian as the ring is
-                ulong e = ids[i] | ((ulong)lens[i] << 32);
-                _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
-                u++;
-            }
-            // release: the elements above must be visible before the index that publishes them
-            Volatile.Write(ref _used.Ref<ushort>(2), u);
+            // one 8-byte store per used element (id, len), little-endian as the ring is
+            ulong e = ids[i] | ((ulong)lens[i] << 32);
+            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = BitConverter.IsLittleEndian ? e : BinaryPrimitives.ReverseEndianness(e);
+            u++;
         }
+        PublishSplit(old, u);
+    }
+
+    /// <summary>Moves the used index from <paramref name="old"/> to <paramref name="u"/> over elements already written.</summary>
+    private void PublishSplit(ushort old, ushort u)
+    {
+        // release: the elements must be visible before the index that publishes them
+        Volatile.Write(ref _used.Ref<ushort>(2), u);
         _usedIdx = u;
         InterruptIfAskedSplit(old, u);
     }
@@ -195,9 +202,7 @@ public sealed partial class Virtqueue
             n++;
         }
         if (n == 0) return 0;
-        Volatile.Write(ref _used.Ref<ushort>(2), u);
-        _usedIdx = u;
-        InterruptIfAskedSplit(old, u);
+        PublishSplit(old, u);
         return n;
     }
 
@@ -240,9 +245,7 @@ public sealed partial class Virtqueue
             if (took < ahead.Length) break;
         }
         if (n == 0) return 0;
-        Volatile.Write(ref _used.Ref<ushort>(2), u);
-        _usedIdx = u;
-        InterruptIfAskedSplit(old, u);
+        PublishSplit(old, u);
         return n;
     }
 
