@@ -1,6 +1,7 @@
 /* cache-pingpong.c: how long one cache line takes to go from CPU 1 to CPU 0 and back, sampled every 1.5 s.
  * Packet-rate runs on this VM swing 2x because the host moves its two vCPUs between close and far cores;
- * this probe shows which placement a run had (about 120 ns close, about 470 ns far, on 2026-11-29).
+ * this probe shows which placement a run had (about 120 ns close, about 470 ns far, on 2026-11-29). It does
+ * not explain every slow run: runs bracketed by 101-135 ns probes also ran slow (docs/benchmarks.md).
  * Build and run: gcc -O2 -pthread -o /tmp/cache-pingpong bench/probes/cache-pingpong.c && /tmp/cache-pingpong 20
  * Written here because no packaged tool measures one line's round trip between two given CPUs. */
 #define _GNU_SOURCE
