@@ -295,10 +295,19 @@ public static class VirtioNet
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void WriteRxHeader(Span<byte> hdr, ref PacketMeta m, bool guestCsum, bool guestTso, int hdrLen)
     {
-        // flags, gso type, hdr_len, gso_size, then csum fields and num_buffers = 1: two stores instead of a clear
-        BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
-        if (hdrLen == 12) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
-        else BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], 0);
+        // flags, gso type, hdr_len, gso_size, then csum fields and num_buffers = 1: two stores instead of a clear.
+        // A receive buffer usually still holds this very header from its last round, and a store would take
+        // the line away from the driver's core only for it to read the same bytes back (a cache miss per
+        // frame in its receive path), so each word is written only when it differs, as DPDK does.
+        if (BinaryPrimitives.ReadUInt64LittleEndian(hdr) != 0) BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
+        if (hdrLen == 12)
+        {
+            if (BinaryPrimitives.ReadUInt32LittleEndian(hdr[8..]) != 1u << 16) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
+        }
+        else if (BinaryPrimitives.ReadUInt16LittleEndian(hdr[8..]) != 0)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], 0);
+        }
         if (m.Offloads == PacketOffloads.None && m.GsoType == GsoNone) return;
         if (guestCsum && (m.Offloads & PacketOffloads.NeedsCsum) != 0)
         {
