@@ -28,7 +28,7 @@ command -v dpdk-testpmd >/dev/null 2>&1 || {
 dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
 tool=$here/src/Vhost.Cli/bin/Release/net10.0/vhost
 testpmd=(dpdk-testpmd -l 0,1 --no-huge -m 1024 --no-pci)
-mbufs=(--txpkts=64 --stats-period 1 --no-flush-rx --total-num-mbufs=16384)
+fwdargs=(--txpkts=64 --stats-period 1 --no-flush-rx --total-num-mbufs=16384)
 
 # measure CASE RING(0|1) FILE: one front-end, alternating back-ends; writes "turn backend pps" lines to FILE
 measure() {
@@ -38,7 +38,7 @@ measure() {
   # each line of the front-end's output stamped with the time it was printed
   "${testpmd[@]}" --main-lcore 1 --file-prefix=$prefix \
     --vdev "net_virtio_user0,path=$sock,server=1,queues=1,packed_vq=$packed,mrg_rxbuf=1,in_order=1" -- \
-    --forward-mode=$fmode "${mbufs[@]}" 2>&1 |
+    --forward-mode=$fmode "${fwdargs[@]}" 2>&1 |
     while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done >"$w/frontend.log" &
   for _ in $(seq 300); do [[ -S $sock ]] && break; sleep 0.1; done
   [[ -S $sock ]] || { echo "pvp: the front-end made no socket" >&2; tail -5 "$w/frontend.log" >&2; return 1; }
@@ -47,7 +47,7 @@ measure() {
     for who in $( ((r % 2)) && echo ours || echo dpdk); do
       if [[ $who == dpdk ]]; then
         "${testpmd[@]}" --main-lcore 0 --file-prefix=pvpb$$ --vdev "net_vhost0,iface=$sock,client=1,queues=1" -- \
-          --forward-mode=$bmode "${mbufs[@]}" >"$w/backend.log" 2>&1 &
+          --forward-mode=$bmode "${fwdargs[@]}" >"$w/backend.log" 2>&1 &
       else
         taskset -c 1 "$tool" net --socket "$sock" --client --fwd $bmode --txpkts 64 --stats-period 0 >"$w/backend.log" 2>&1 &
       fi
