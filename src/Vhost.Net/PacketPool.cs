@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Vhost.Interop;
 
 namespace Vhost.Net;
@@ -58,6 +59,9 @@ public readonly struct Packet(PacketPool pool, int index)
 public sealed class PacketPool : IDisposable
 {
     private readonly NativeBuffer _memory;
+    // the buffer's window, kept so a packet's bytes are one multiply away on the data path rather than behind
+    // NativeBuffer's disposed check; Dispose empties it, so a late access fails its bounds check
+    private NativeWindow _data;
     private readonly PacketMeta[] _meta;
     private readonly int[] _free;
     private int _freeCount;
@@ -69,6 +73,7 @@ public sealed class PacketPool : IDisposable
         DataRoom = dataRoom;
         Count = count;
         _memory = new NativeBuffer((nuint)count * (nuint)dataRoom);
+        _data = _memory.Window;
         _meta = new PacketMeta[count];
         _free = new int[count];
         for (int i = 0; i < count; i++) _free[i] = count - 1 - i;
@@ -82,6 +87,7 @@ public sealed class PacketPool : IDisposable
     /// <summary>Buffers free right now; Count - Available are in use (a leak check for tests).</summary>
     public int Available => _freeCount;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAllocate(out Packet packet)
     {
         if (_freeCount == 0)
@@ -118,9 +124,11 @@ public sealed class PacketPool : IDisposable
         foreach (var p in packets) Free(p);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ref PacketMeta MetaOf(int index) => ref _meta[index];
 
-    internal Span<byte> DataOf(int index) => _memory.Window.Span((nuint)index * (nuint)DataRoom, DataRoom);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Span<byte> DataOf(int index) => _data.Span((nuint)index * (nuint)DataRoom, DataRoom);
 
     /// <summary>Makes a packet of <paramref name="frame"/>, chaining buffers when it is larger than one.</summary>
     public bool TryCreate(ReadOnlySpan<byte> frame, out Packet packet)
@@ -162,5 +170,9 @@ public sealed class PacketPool : IDisposable
         return n;
     }
 
-    public void Dispose() => _memory.Dispose();
+    public void Dispose()
+    {
+        _data = default;
+        _memory.Dispose();
+    }
 }

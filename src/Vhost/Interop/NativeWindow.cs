@@ -38,6 +38,7 @@ public readonly unsafe struct NativeWindow
         return new Span<byte>(_base, (int)_length);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<byte> Span(nuint offset, int length)
     {
         if (length < 0 || offset > _length || (nuint)length > _length - offset) ThrowOutOfRange();
