@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Vhost.Device;
+using Vhost.Interop;
 using Vhost.Protocol;
 using Vhost.Rings;
 
@@ -240,7 +241,7 @@ public static class VirtioNet
             if (len < EthHeader || len > pool.DataRoom || BinaryPrimitives.ReadUInt16LittleEndian(buffer) != 0) return false;
             if (!pool.TryAllocate(out var p)) return false;
             var data = pool.DataOf(p.Index);
-            buffer.Slice(hdrLen, len).CopyTo(data);
+            FrameCopy.Copy(buffer.Slice(hdrLen, len), data);
             ref var m = ref pool.MetaOf(p.Index);
             m.DataLength = len;
             m.PacketLength = len;
@@ -270,7 +271,7 @@ public static class VirtioNet
             int len = buffer.Length - hdrLen;
             var data = p.Pool.DataOf(p.Index);
             WriteRxHeader(buffer[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
-            data[..len].CopyTo(buffer[hdrLen..]);
+            FrameCopy.Copy(data[..len], buffer[hdrLen..]);
             stats.Count(data, len);
         }
     }
@@ -418,7 +419,7 @@ public static class VirtioNet
         // fast path: header and frame in one descriptor, frame fits one buffer (64-byte frames from virtio-user)
         if (segs.Length > 0 && segs[0].Length >= skip + length && length <= room)
         {
-            segs[0].Window.Span((nuint)skip, length).CopyTo(pool.DataOf(packet.Index));
+            FrameCopy.Copy(segs[0].Window.Span((nuint)skip, length), pool.DataOf(packet.Index));
             ref var m = ref pool.MetaOf(packet.Index);
             m.DataLength = length;
             m.PacketLength = length;
