@@ -386,8 +386,11 @@ public sealed partial class Virtqueue
     private bool FillPackedLine<TFiller>(ref TFiller filler, int n, bool wrap) where TFiller : IBufferFiller, allows ref struct
     {
         nuint at = (nuint)_lastAvail * 16;
-        Span<NativeWindow> w = stackalloc NativeWindow[4];
-        Span<int> need = stackalloc int[4];
+        // fixed-size locals rather than stackalloc: the JIT does not inline a method that stackallocs
+        var windows = new LineOf<NativeWindow>();
+        var needs = new LineOf<int>();
+        Span<NativeWindow> w = windows;
+        Span<int> need = needs;
         for (int i = 0; i < 4; i++)
         {
             need[i] = filler.Needed(n + i);
@@ -427,5 +430,12 @@ public sealed partial class Virtqueue
         {
             Volatile.Write(ref _used.Ref<ushort>(2), enabled ? EventEnable : EventDisable);
         }
+    }
+
+    /// <summary>Four of a kind, one per descriptor of a ring line.</summary>
+    [InlineArray(4)]
+    private struct LineOf<T>
+    {
+        private T _item;
     }
 }
