@@ -4,7 +4,9 @@ using Vhost.Benchmarks;
 
 if (args.Length > 0 && args[0] == "--loop")
 {
-    // quick look without BenchmarkDotNet's process orchestration: ns per burst, best of 5 rounds
+    // quick look without BenchmarkDotNet's process orchestration: ns per burst, best of ROUNDS rounds (default 5;
+    // more lets tiered compilation finish, and a profiler see the steady state), first round dropped as warm-up
+    int rounds = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5;
     foreach (bool packed in new[] { false, true })
     {
         var b = new NetBurstBenchmarks { Packed = packed };
@@ -12,7 +14,7 @@ if (args.Length > 0 && args[0] == "--loop")
         foreach (var (name, op) in new (string, Func<int>)[] { ("Dequeue", b.Dequeue), ("Enqueue", b.Enqueue) })
         {
             double best = double.MaxValue;
-            for (int round = 0; round < 6; round++)
+            for (int round = 0; round <= rounds; round++)
             {
                 var sw = Stopwatch.StartNew();
                 for (int i = 0; i < 100_000; i++) op();
