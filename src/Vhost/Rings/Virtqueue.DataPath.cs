@@ -106,6 +106,22 @@ public sealed partial class Virtqueue
     public bool HasAvailable => AvailableCount > 0;
 
     /// <summary>
+    /// Whether <see cref="Pop"/> would certainly find nothing: the queue is started, no chain waits to be
+    /// resubmitted, and the driver has made nothing available (avail index unmoved, or the next slot's flags
+    /// not yet flipped). One read of the ring, so a fast path that came up short can skip the general path
+    /// when the ring simply ran dry. Anything odd (an avail index far ahead) counts as not empty, for Pop to report.
+    /// </summary>
+    public bool NothingToPop
+    {
+        get
+        {
+            if (!Started || _resubmitAt < _resubmitCount) return false;
+            if (IsPacked) return !PackedHeadAvailable();
+            return Volatile.Read(ref _avail.Ref<ushort>(2)) == _lastAvail;
+        }
+    }
+
+    /// <summary>
     /// The device only reads this queue's buffers (a net transmit queue): WRITE flags are ignored and every
     /// buffer counts as readable. Nothing is ever written there, so this is safe, and it is needed: DPDK's
     /// virtio PMD leaves WRITE set on the header entry of its packed indirect tables (DPDK's vhost never looks).

@@ -163,4 +163,29 @@ public sealed class RingFastPathTests
             for (int i = 0; i < 6; i++) Assert.Equal((byte)(i + 1), h.Memory.Span(bufs[i] + (ulong)(9 + i), 1)[0]);
         }
     }
+
+    /// <summary>
+    /// NothingToPop lets the net bursts skip the general path when the fast path came up short because the ring
+    /// ran dry; it must never say "nothing" while Pop has something to serve or to report.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void NothingToPopOnlyWhileTheRingIsDry(bool packed)
+    {
+        using var h = new RingHarness(packed);
+        Assert.True(h.Queue.NothingToPop);
+        h.Driver.Add(new DriverBuffer(h.Memory.Allocate(256), 256, false));
+        Assert.False(h.Queue.NothingToPop);
+        var seen = new List<byte[]>();
+        var taker = new RecordingTaker(seen, -1);
+        Assert.Equal(1, h.Queue.Take(ref taker, 4));
+        Assert.True(h.Queue.NothingToPop);
+        if (!packed)
+        {
+            // an avail index more than a ring ahead: the fast path leaves it alone, Pop must see it and fault the queue
+            ((DriverSplitRing)h.Driver).SetAvailIndex(200);
+            Assert.False(h.Queue.NothingToPop);
+        }
+    }
 }
