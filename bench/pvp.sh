@@ -13,6 +13,9 @@
 # front-end's per-second rate, kept when it lies wholly inside a turn after the turn's first 4 s
 # (reconnection and warm-up). Reported: the median of each back-end's samples, their ratio, and the median
 # of the ratios of neighbouring turns (ours over DPDK), which compares the two under the same conditions.
+# The rate also sits on one of two levels, about 6-9 and 13-23 Mpps, switched by the host (vCPU placement) for
+# seconds to minutes with either back-end, so each back-end's samples are also split at PVP_LEVEL (default
+# 10.5 Mpps): the median of each level, the low levels' ratio, and the share of samples on the high level.
 # CASE: dequeue-split, enqueue-split, dequeue-packed, enqueue-packed (default: all four).
 # Samples are left in $PVP_OUT (default /tmp/pvp-samples), one file per case: turn, back-end, pps.
 set -uo pipefail
@@ -22,6 +25,7 @@ cases=("$@")
 ((${#cases[@]})) || cases=(dequeue-split enqueue-split dequeue-packed enqueue-packed)
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${PVP_OUT:-/tmp/pvp-samples}
+level=${PVP_LEVEL:-10.5}
 mkdir -p "$out"
 command -v dpdk-testpmd >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk-dev >/dev/null; }
@@ -71,10 +75,13 @@ measure() {
   rm -rf "$w"
 }
 
+# lv FILE WHO LOW(1|0): WHO's samples below (1) or at and above (0) PVP_LEVEL Mpps; share FILE WHO: % at and above
+lv() { awk -v who="$2" -v lo="$3" -v t="$level" '$2 == who && (lo ? $3 < t * 1e6 : $3 >= t * 1e6) {print $3}' "$1"; }
+share() { awk -v who="$2" -v t="$level" '$2 == who {n++; if ($3 >= t * 1e6) h++} END {printf "%d%%", n ? 100 * h / n : 0}' "$1"; }
 median() { sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.2f", a[int((NR + 1) / 2)] / 1e6; else printf "-"}'; }
 
-printf '| case | ring | vhost net (Mpps) | DPDK net_vhost (Mpps) | ratio of medians | neighbouring turns, ours/DPDK |\n'
-printf '|---|---|---|---|---|---|\n'
+printf '| case | ring | vhost net (Mpps) | DPDK net_vhost (Mpps) | ratio of medians | neighbouring turns, ours/DPDK | low level: ours, DPDK, ratio | high level: ours, DPDK (share of samples) |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
 for cs in "${cases[@]}"; do
   c=${cs%-*} ring=${cs#*-} packed=0
   [[ $ring == packed ]] && packed=1
@@ -91,6 +98,10 @@ for cs in "${cases[@]}"; do
   pm=$(awk -v n="$np" 'NR == int((n + 1) / 2) {printf "%.2f", $1}' <<<"$pairs")
   ratio=-
   [[ $mo != - && $md != - ]] && ratio=$(printf '%.2f' "$(echo "$mo / $md" | bc -l)")
-  printf '| %s | %s | %s | %s | %s | %s (%s) |\n' "$c" "$ring" "$mo" "$md" "$ratio" "${pm:--}" "$(tr '\n' ' ' <<<"$pairs" | sed 's/ $//')"
+  lo=$(lv "$f" ours 1 | median) ld=$(lv "$f" dpdk 1 | median) ho=$(lv "$f" ours 0 | median) hd=$(lv "$f" dpdk 0 | median)
+  lr=-
+  [[ $lo != - && $ld != - ]] && lr=$(printf '%.2f' "$(echo "$lo / $ld" | bc -l)")
+  printf '| %s | %s | %s | %s | %s | %s (%s) | %s, %s, %s | %s, %s (%s, %s) |\n' "$c" "$ring" "$mo" "$md" "$ratio" "${pm:--}" \
+    "$(tr '\n' ' ' <<<"$pairs" | sed 's/ $//')" "$lo" "$ld" "$lr" "$ho" "$hd" "$(share "$f" ours)" "$(share "$f" dpdk)"
 done
-echo "$reps turns of ${hold} s per back-end and case; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$reps turns of ${hold} s per back-end and case; levels split at $level Mpps; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
