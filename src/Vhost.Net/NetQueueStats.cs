@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
-using System.Runtime.CompilerServices;
 
 namespace Vhost.Net;
 
@@ -25,7 +24,6 @@ public sealed class NetQueueStats
     public long BadHeaders;
     public readonly long[] SizeBins = new long[7];
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Count(ReadOnlySpan<byte> frameStart, int length)
     {
         Packets++;
