@@ -22,9 +22,13 @@ internal static class NetCommand
         var json = new Option<bool>("--json") { Description = "print rates and totals as JSON lines" };
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
         var count = new Option<long>("--count") { Description = "txonly: stop sending after this many frames per port (0: never), staying connected" };
+        var startDelay = new Option<double>("--start-delay")
+        {
+            Description = "txonly: seconds to wait after a port's device is ready before sending (a front-end may discard what arrives while it starts)",
+        };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose, count,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay,
         };
         cmd.SetAction(r =>
         {
@@ -36,7 +40,8 @@ internal static class NetCommand
             }
             using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
                 .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
-            using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count));
+            using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count),
+                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
@@ -56,10 +61,13 @@ internal sealed class NetForwarder : IDisposable
     private readonly Dictionary<ulong, int> _macTable = [];
 
     private readonly long _txLimit;
+    private readonly TimeSpan _startDelay;
 
-    public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0)
+    public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
+        TimeSpan startDelay = default)
     {
         _txLimit = txLimit;
+        _startDelay = startDelay;
         _mode = mode;
         _pairs = Math.Max(1, pairs);
         _txSize = Math.Clamp(txSize, 60, 9000);
@@ -138,10 +146,24 @@ internal sealed class NetForwarder : IDisposable
             var frame = Frames.TxOnly(_txSize);
             for (int i = 0; i < template.Length; i++) pool.TryCreate(frame, out template[i]);
         }
+        VhostDevice? started = null;
+        long sendFrom = 0;
         while (!_stop.IsCancellationRequested)
         {
             var dev = port.Device;
             if (dev == null || !dev.IsRunning)
+            {
+                Thread.Sleep(1);
+                continue;
+            }
+            if (dev != started)
+            {
+                started = dev;
+                sendFrom = Environment.TickCount64 + (long)_startDelay.TotalMilliseconds;
+            }
+            // DPDK's virtio driver fills its receive rings, then discards whatever is already used in them
+            // (virtio_dev_start), and that happens after the device is ready here: an exact count needs the wait
+            if (_mode == "txonly" && Environment.TickCount64 < sendFrom)
             {
                 Thread.Sleep(1);
                 continue;

@@ -29,11 +29,14 @@ public sealed class NetInteropTests(ITestOutputHelper output)
     [MemberData(nameof(Matrix))]
     public void EnqueueToTestpmdCountsAgree(bool packed, bool mrg, bool inOrder, int queues, int size)
     {
-        // an exact count: the generator stops after N frames but stays connected, so testpmd drains every ring
+        // an exact count: the generator stops after N frames but stays connected, so testpmd drains every ring.
+        // It starts a second after the device is ready, because testpmd's virtio driver discards whatever is in
+        // its receive rings when it starts the port, which is after the device is ready here (virtio_dev_start).
         const long N = 200_000;
         using var dir = new PeerTempDir("net");
         var sock = dir.File("vh.sock");
-        using var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", $"{size}", "--queues", $"{queues}", "--count", $"{N}");
+        using var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", $"{size}", "--queues", $"{queues}", "--count", $"{N}",
+            "--start-delay", "1");
         using var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions
         {
             ForwardMode = "rxonly", Packed = packed, MergeableRx = mrg, InOrder = inOrder, Queues = queues, MainLcore = 1,
@@ -101,7 +104,7 @@ public sealed class NetInteropTests(ITestOutputHelper output)
         // host to guest: 9000-byte frames spread over 2 KiB guest buffers (mergeable); an exact count, as above
         const long N = 20_000;
         var sock = dir.File("in.sock");
-        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000", "--count", $"{N}"))
+        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000", "--count", $"{N}", "--start-delay", "1"))
         using (var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions { ForwardMode = "rxonly", Packed = packed, MainLcore = 1, ExtraArgs = jumbo }))
         {
             tool.WaitReady();
