@@ -134,7 +134,7 @@ internal static class MessageTarget
         var segments = new BufferSegment[64];
         foreach (var q in device.Queues)
         {
-            lock (q.AccessLock)
+            using (q.AccessLock.EnterScope())
             {
                 int n = q.Pop(chains, segments);
                 for (int i = 0; i < n; i++)

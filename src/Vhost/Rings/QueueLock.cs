@@ -5,14 +5,17 @@ namespace Vhost.Rings;
 /// <see cref="TryEnter"/>; the control plane waits for it with <see cref="EnterScope"/>. It is a single flag:
 /// no owner thread is recorded, because System.Threading.Lock's owner bookkeeping (a thread-local lookup on
 /// enter and exit) cost several percent of a 64-byte packet's budget in profiles. Not reentrant.
-/// Use <c>using (q.AccessLock.EnterScope())</c>, never the C# <c>lock</c> statement (that would take an
-/// unrelated monitor).
+/// A struct on purpose: the C# <c>lock</c> statement on it is a compile error (CS0185), where on a class it
+/// would quietly take an unrelated monitor. Use <c>using (q.AccessLock.EnterScope())</c>.
 /// </summary>
-public sealed class QueueLock
+public readonly struct QueueLock
 {
-    private int _held;
+    private readonly Flag _flag;
 
-    public bool TryEnter() => Interlocked.CompareExchange(ref _held, 1, 0) == 0;
+    /// <summary>A new, free lock. (A <c>default</c> QueueLock has no flag and fails on first use.)</summary>
+    public QueueLock() => _flag = new Flag();
+
+    public bool TryEnter() => Interlocked.CompareExchange(ref _flag.Held, 1, 0) == 0;
 
     public void Enter()
     {
@@ -20,7 +23,7 @@ public sealed class QueueLock
         while (!TryEnter()) spin.SpinOnce();
     }
 
-    public void Exit() => Volatile.Write(ref _held, 0);
+    public void Exit() => Volatile.Write(ref _flag.Held, 0);
 
     public Scope EnterScope()
     {
@@ -31,5 +34,10 @@ public sealed class QueueLock
     public readonly ref struct Scope(QueueLock owner)
     {
         public void Dispose() => owner.Exit();
+    }
+
+    private sealed class Flag
+    {
+        public int Held;
     }
 }
