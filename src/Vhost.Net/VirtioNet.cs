@@ -216,7 +216,7 @@ public static class VirtioNet
                 WriteRxHeader(hdr[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
                 if (hdrLen == 12) BinaryPrimitives.WriteUInt16LittleEndian(hdr[10..], (ushort)buffers);
                 var w = new RxWriter(q, chains, st.Segments, next, k);
-                w.Write(hdr[..hdrLen]);
+                w.Write(hdr[..hdrLen], unlessEqual: true);
                 for (int b = p.Index; b >= 0; b = p.Pool.MetaOf(b).Next)
                     w.Write(p.Pool.DataOf(b)[..p.Pool.MetaOf(b).DataLength]);
                 w.Finish();
@@ -370,8 +370,10 @@ public static class VirtioNet
             _written = 0;
         }
 
+        /// <summary>Appends <paramref name="src"/>; with <paramref name="unlessEqual"/> a piece the buffer already
+        /// holds is left alone (the receive header: see <see cref="WriteRxHeader"/>).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Write(ReadOnlySpan<byte> src)
+        public void Write(ReadOnlySpan<byte> src, bool unlessEqual = false)
         {
             while (!src.IsEmpty)
             {
@@ -383,7 +385,8 @@ public static class VirtioNet
                 }
                 var dst = _segs[_seg].Window;
                 int take = Math.Min(src.Length, (int)dst.Length - _off);
-                src[..take].CopyTo(dst.Span((nuint)_off, take));
+                var to = dst.Span((nuint)_off, take);
+                if (!unlessEqual || !src[..take].SequenceEqual(to)) src[..take].CopyTo(to);
                 _off += take;
                 _written += (uint)take;
                 src = src[take..];
