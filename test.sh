@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 root=$(pwd)
 
 # the peers: dpdk-testpmd (dpdk-dev), qemu-system-x86_64 (qemu-system-x86), qemu-img (qemu-utils),
-# qemu-storage-daemon (qemu-system-common), and build-guest.sh's busybox-static + linux-image-amd64
+# qemu-storage-daemon (qemu-system-common), build-guest.sh's busybox-static + linux-image-amd64, binutils
 need=()
 command -v dpdk-testpmd >/dev/null 2>&1 || need+=(dpdk-dev)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
@@ -15,6 +15,8 @@ command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-system-common)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+# as and objcopy (binutils): SigbusGuardTests assembles the SIGBUS handler's listing to check its bytes
+command -v as >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 for tool in cpio gzip timeout; do command -v $tool >/dev/null 2>&1 || need+=($([[ $tool == timeout ]] && echo coreutils || echo $tool)); done
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"

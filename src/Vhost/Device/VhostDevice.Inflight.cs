@@ -79,6 +79,7 @@ public sealed partial class VhostDevice
         try
         {
             map = MemoryMapping.Map(fd, (nuint)(offset + size));
+            map.Faulted = () => Fault("the in-flight area shrank under its mapping (its fd was truncated)");
         }
         catch (NativeException e)
         {

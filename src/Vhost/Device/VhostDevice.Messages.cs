@@ -239,6 +239,7 @@ public sealed partial class VhostDevice
                 return Outcome.Fail($"memory region {i} [{info}]: {error}");
             }
             fds[i] = null;
+            WatchForShrinking(region);
             mapped.Add(region);
         }
         var table = GuestMemory.TryCreate(mapped, out var overlap);
@@ -266,6 +267,14 @@ public sealed partial class VhostDevice
         return ringError == null ? Outcome.Ok : Outcome.Fail(ringError);
     }
 
+    /// <summary>A front-end that shrinks a region's file after we mapped it loses the device, not the process.</summary>
+    private void WatchForShrinking(GuestMemoryRegion region)
+    {
+        var info = region.Info;
+        region.Faulted = () => Fault($"memory region [{info}] shrank under its mapping (its fd was truncated); " +
+            "the pages touched past its new end read as zeros");
+    }
+
     private bool SameTable(ReadOnlySpan<byte> p, int n)
     {
         if (_regions.Count != n) return false;
@@ -290,6 +299,7 @@ public sealed partial class VhostDevice
             fd.Dispose();
             return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
         }
+        WatchForShrinking(region);
         var table = GuestMemory.TryCreate(_regions.Append(region), out error);
         if (table == null)
         {

@@ -79,6 +79,7 @@ internal static unsafe partial class Libc
     {
         [FieldOffset(24)] public uint Mode;
         [FieldOffset(48)] public long Size;
+        [FieldOffset(56)] public long BlockSize;
     }
 
     [LibraryImport(C, SetLastError = true)] public static partial int close(int fd);

@@ -1,19 +1,38 @@
+using System.Numerics;
+
 namespace Vhost.Interop;
 
-/// <summary>One mmap of a file descriptor, unmapped on dispose.</summary>
+/// <summary>
+/// One mmap of a file descriptor, unmapped on dispose. Shared file mappings are guarded against SIGBUS
+/// (<see cref="SigbusGuard"/>): if the file shrinks under the mapping, a touch past its new end reads zeros
+/// instead of killing the process, and <see cref="Faulted"/> is raised once, from a timer thread.
+/// </summary>
 public sealed unsafe class MemoryMapping : IDisposable
 {
     private byte* _address;
+    private readonly int _guardSlot;
 
-    private MemoryMapping(byte* address, nuint length)
+    private MemoryMapping(byte* address, nuint length, nuint pageSize)
     {
         _address = address;
         Length = length;
+        _guardSlot = SigbusGuard.Add(this, address, length, pageSize);
     }
 
     public nuint Length { get; }
 
     public bool IsDisposed => _address == null;
+
+    /// <summary>Whether a fault past the end of the file is turned into <see cref="Faulted"/> (x86-64 Linux).</summary>
+    public bool IsGuarded => _guardSlot >= 0;
+
+    /// <summary>Touches of pages the file no longer had, each answered with a zero page.</summary>
+    public long LostPageFaults => SigbusGuard.FaultsIn(_guardSlot);
+
+    /// <summary>Raised once, from a timer thread, after the first touch of a page the file no longer has.</summary>
+    public Action? Faulted { get; set; }
+
+    internal void OnFaulted() => Faulted?.Invoke();
 
     /// <summary>The whole mapping. Only valid until Dispose.</summary>
     public NativeWindow Window => _address == null ? throw new ObjectDisposedException(nameof(MemoryMapping)) : new(_address, Length);
@@ -22,15 +41,20 @@ public sealed unsafe class MemoryMapping : IDisposable
     public static MemoryMapping Map(SafeFd fd, nuint length, bool writable = true)
     {
         if (length == 0) throw new ArgumentOutOfRangeException(nameof(length));
+        // the page the guard replaces must be the file's page size: hugetlbfs mappings split only at huge pages
+        Libc.Stat st;
+        nuint page = Libc.fstat(fd, &st) == 0 && st.BlockSize >= 4096 && BitOperations.IsPow2(st.BlockSize) ? (nuint)st.BlockSize : 4096;
         void* p = Libc.mmap(null, length, Libc.PROT_READ | (writable ? Libc.PROT_WRITE : 0), Libc.MAP_SHARED, fd, 0);
         if (p == (void*)-1) throw new NativeException("mmap", Libc.Errno);
-        return new MemoryMapping((byte*)p, length);
+        return new MemoryMapping((byte*)p, length, page);
     }
 
     public void Dispose()
     {
         if (_address != null)
         {
+            // unguard first: once unmapped, the range may be reused by someone else's mapping
+            SigbusGuard.Remove(_guardSlot);
             _ = Libc.munmap(_address, Length);
             _address = null;
         }

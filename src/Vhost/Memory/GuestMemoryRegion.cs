@@ -35,6 +35,14 @@ public sealed class GuestMemoryRegion : IDisposable
     /// <summary>The guest bytes [GuestPhysAddr, GuestPhysEnd).</summary>
     internal NativeWindow Window { get; }
 
+    /// <summary>Raised once, from a timer thread, if the fd shrank under the mapping and a touch past its new end
+    /// was answered with a zero page (<see cref="MemoryMapping.Faulted"/>).</summary>
+    public Action? Faulted
+    {
+        get => _mapping.Faulted;
+        set => _mapping.Faulted = value;
+    }
+
     /// <summary>The fd the region was mapped from (kept open for GET_INFLIGHT/postcopy and for diagnostics).</summary>
     public SafeFd Fd => _fd;
 

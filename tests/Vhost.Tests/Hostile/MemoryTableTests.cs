@@ -1,7 +1,9 @@
 using Vhost.Interop;
 using Vhost.Memory;
 using Vhost.Protocol;
+using Vhost.Rings;
 using Vhost.Testing.FrontEnd;
+using Vhost.Testing.Rings;
 
 namespace Vhost.Tests.Hostile;
 
@@ -118,6 +120,41 @@ public sealed class MemoryTableTests
             var r = mem.AddShortRegion(0x10_0000, 1 << 20, 4096);
             Scene.AssertNack(fe.AddMemReg(r, needReply: true));
         });
+
+    /// <summary>
+    /// The front-end truncates its memory file after SET_MEM_TABLE, and the application then writes into a
+    /// buffer past the new end: that would be SIGBUS and the end of the process. The write lands on a zero page,
+    /// the device is dropped with a clear error, and the other device keeps working.
+    /// </summary>
+    [Fact]
+    public void MemoryFileShrunkAfterMappingDropsOnlyThatDevice()
+    {
+        using var s = new Scene();
+        var (fe, setup, dev, ring) = s.BringUp(packed: false);
+        using (fe)
+        using (setup)
+        {
+            setup.Memory.Allocate(8 << 20);
+            ulong buf = setup.Memory.Allocate(4096, 4096);
+            Assert.True(buf >= 8 << 20);
+            ring.Add(new DriverBuffer(buf, 4096, true));
+            FileDescriptors.Truncate(setup.Memory.Regions[0].Fd, 1 << 20);
+            var q = dev.Queue(0);
+            var chains = new DescriptorChain[1];
+            var segs = new BufferSegment[4];
+            using (q.AccessLock.EnterScope())
+            {
+                Assert.Equal(1, q.Pop(chains, segs));
+                segs[0].Window.Span(0, 4096).Fill(0x5a);
+                q.PushUsed(chains[0], 4096);
+                q.FlushUsed();
+            }
+            Scene.AssertClosed(fe);
+        }
+        s.AssertOneError("shrank under its mapping");
+        s.AssertReleased();
+        s.AssertGoodDeviceWorks();
+    }
 
     [Fact]
     public void RemovingARegionTheRingsUse()

@@ -1,0 +1,67 @@
+using System.Diagnostics;
+using Vhost.Interop;
+
+namespace Vhost.Tests.Interop;
+
+/// <summary>
+/// A file that shrinks under its mapping: without the guard the first touch past the new end raises SIGBUS and
+/// kills this test process (so a broken guard fails the whole run, not just this test).
+/// </summary>
+public sealed class SigbusGuardTests
+{
+    [Fact]
+    public void ATouchPastTheShrunkEndReadsZerosAndIsReportedOnce()
+    {
+        using var fd = FileDescriptors.CreateMemFd("vhost-shrink", 64 << 10);
+        using var map = MemoryMapping.Map(fd, 64 << 10);
+        Assert.True(map.IsGuarded, "the SIGBUS guard is not installed (x86-64 Linux expected)");
+        int raised = 0;
+        using var reported = new ManualResetEventSlim();
+        map.Faulted = () =>
+        {
+            Interlocked.Increment(ref raised);
+            reported.Set();
+        };
+        map.Window.Span(0, 64 << 10).Fill(0x5a);
+        FileDescriptors.Truncate(fd, 4096);
+
+        // past the new end: a read sees zeros, a write lands in a private page, and nothing dies
+        Assert.Equal(0, map.Window.Span(8192, 1)[0]);
+        map.Window.Span(40 << 10, 16).Fill(0x77);
+        Assert.Equal(0x77, map.Window.Span(40 << 10, 16)[15]);
+        // within the file nothing changed
+        Assert.Equal(0x5a, map.Window.Span(4095, 1)[0]);
+        Assert.Equal(2, map.LostPageFaults);
+
+        Assert.True(reported.Wait(TimeSpan.FromSeconds(5)), "Faulted was not raised");
+        Thread.Sleep(300); // the watcher runs every 100 ms: a second report would come now
+        Assert.Equal(1, Volatile.Read(ref raised));
+    }
+
+    /// <summary>The handler bytes are what the listing assembles to (GNU as from binutils; test.sh installs it).</summary>
+    [Fact]
+    public void HandlerBytesMatchTheListing()
+    {
+        var dir = Directory.CreateTempSubdirectory("vhost-guard-");
+        try
+        {
+            string src = Path.Combine(dir.FullName, "guard.S"), obj = Path.Combine(dir.FullName, "guard.o"), bin = Path.Combine(dir.FullName, "guard.bin");
+            File.WriteAllText(src, SigbusGuard.Listing + "\n");
+            Run("as", $"-o {obj} {src}");
+            Run("objcopy", $"-O binary -j .text {obj} {bin}");
+            Assert.Equal(File.ReadAllBytes(bin), SigbusGuard.HandlerTemplate());
+        }
+        finally
+        {
+            dir.Delete(true);
+        }
+
+        static void Run(string tool, string args)
+        {
+            using var p = Process.Start(new ProcessStartInfo(tool, args) { RedirectStandardError = true })!;
+            string err = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, $"{tool} {args}: {err}");
+        }
+    }
+}
