@@ -24,18 +24,50 @@ public sealed class NetQueueStats
     public long BadHeaders;
     public readonly long[] SizeBins = new long[7];
 
+    /// <summary>
+    /// Counts a burst the fast path moved, after the fact: the totals live in registers and are stored once.
+    /// Counting frame by frame while frames are copied puts three stores per frame into a store buffer that
+    /// is already waiting on the guest's cache lines, and the profile of enqueue showed those stores stalled.
+    /// </summary>
+    internal void CountBurst(ReadOnlySpan<Packet> packets)
+    {
+        if (packets.IsEmpty) return;
+        long bytes = 0, multicast = 0, broadcast = 0, small = 0;
+        foreach (ref readonly var p in packets)
+        {
+            int length = p.Length;
+            bytes += length;
+            if (length <= 64) small++;
+            else SizeBins[Bin(length)]++;
+            byte first = p.Pool.FirstByteOf(p.Index);
+            if ((first & 1) != 0)
+            {
+                if (IsBroadcast(p.Data)) broadcast++;
+                else multicast++;
+            }
+        }
+        Packets += packets.Length;
+        Bytes += bytes;
+        SizeBins[0] += small;
+        if (multicast != 0) Multicast += multicast;
+        if (broadcast != 0) Broadcast += broadcast;
+    }
+
+    private static int Bin(int length) =>
+        length <= 64 ? 0 : length <= 127 ? 1 : length <= 255 ? 2 : length <= 511 ? 3 : length <= 1023 ? 4 : length <= 1518 ? 5 : 6;
+
+    private static bool IsBroadcast(ReadOnlySpan<byte> f) =>
+        f.Length >= 6 && f[0] == 0xff && f[1] == 0xff && f[2] == 0xff && f[3] == 0xff && f[4] == 0xff && f[5] == 0xff;
+
     internal void Count(ReadOnlySpan<byte> frameStart, int length)
     {
         Packets++;
         Bytes += length;
-        int bin = length <= 64 ? 0 : length <= 127 ? 1 : length <= 255 ? 2 : length <= 511 ? 3 : length <= 1023 ? 4 : length <= 1518 ? 5 : 6;
-        SizeBins[bin]++;
+        SizeBins[Bin(length)]++;
         if (frameStart.Length >= 6 && (frameStart[0] & 1) != 0)
         {
-            if (frameStart[0] == 0xff && frameStart[1] == 0xff && frameStart[2] == 0xff && frameStart[3] == 0xff && frameStart[4] == 0xff && frameStart[5] == 0xff)
-                Broadcast++;
-            else
-                Multicast++;
+            if (IsBroadcast(frameStart)) Broadcast++;
+            else Multicast++;
         }
     }
 

@@ -127,6 +127,10 @@ public sealed class PacketPool : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ref PacketMeta MetaOf(int index) => ref _meta[index];
 
+    /// <summary>The first data byte of a buffer (the destination MAC's group bit), without making a span.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal byte FirstByteOf(int index) => _data.Ref<byte>((nuint)index * (nuint)DataRoom);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal Span<byte> DataOf(int index) => _data.Span((nuint)index * (nuint)DataRoom, DataRoom);
 

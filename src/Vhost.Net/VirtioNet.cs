@@ -84,8 +84,9 @@ public static class VirtioNet
             // burst in twelve went the general way before the second look. What the fast path declines goes to Pop.
             for (int look = 0; look < 2; look++)
             {
-                var taker = new TxTaker(packets[produced..], pool, st.Stats, hdrLen);
+                var taker = new TxTaker(packets[produced..], pool, hdrLen);
                 int took = q.Take(ref taker, want);
+                st.Stats.CountBurst(packets.Slice(produced, took));
                 produced += took;
                 want -= took;
                 if (want == 0 || q.NothingToPop) return produced;
@@ -167,14 +168,15 @@ public static class VirtioNet
             int have = 0, next = 0, segUsed = 0;
             long badBefore = q.BadChains;
             Span<byte> hdr = stackalloc byte[12];
-            var filler = new RxFiller(packets, st.Stats, hdrLen, guestCsum, guestTso);
+            var filler = new RxFiller(packets, hdrLen, guestCsum, guestTso);
             int placed = q.Fill(ref filler, packets.Length);
             if (placed < packets.Length && !q.NothingToPop)
             {
                 // as in DequeueBurst: buffers the driver posted just after Fill looked go the fast way too
-                var again = new RxFiller(packets[placed..], st.Stats, hdrLen, guestCsum, guestTso);
+                var again = new RxFiller(packets[placed..], hdrLen, guestCsum, guestTso);
                 placed += q.Fill(ref again, packets.Length - placed);
             }
+            st.Stats.CountBurst(packets[..placed]);
             if (placed == packets.Length || q.NothingToPop) return placed;
             for (; placed < packets.Length; placed++)
             {
@@ -243,7 +245,7 @@ public static class VirtioNet
     /// Frames for a ring's transmit fast path: header and frame in one guest buffer, the header asking for
     /// nothing, the frame fitting one pool buffer. Anything else is declined and goes the general way.
     /// </summary>
-    private readonly ref struct TxTaker(Span<Packet> packets, PacketPool pool, NetQueueStats stats, int hdrLen) : IBufferTaker
+    private readonly ref struct TxTaker(Span<Packet> packets, PacketPool pool, int hdrLen) : IBufferTaker
     {
         private readonly Span<Packet> _packets = packets;
 
@@ -258,14 +260,13 @@ public static class VirtioNet
             ref var m = ref pool.MetaOf(p.Index);
             m.DataLength = len;
             m.PacketLength = len;
-            stats.Count(data, len);
             _packets[index] = p;
             return true;
         }
     }
 
     /// <summary>One-buffer frames for a ring's fast path: header and frame into one guest buffer.</summary>
-    private readonly ref struct RxFiller(ReadOnlySpan<Packet> packets, NetQueueStats stats, int hdrLen, bool guestCsum, bool guestTso) : IBufferFiller
+    private readonly ref struct RxFiller(ReadOnlySpan<Packet> packets, int hdrLen, bool guestCsum, bool guestTso) : IBufferFiller
     {
         private readonly ReadOnlySpan<Packet> _packets = packets;
 
@@ -285,7 +286,6 @@ public static class VirtioNet
             var data = p.Pool.DataOf(p.Index);
             WriteRxHeader(buffer[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
             FrameCopy.Copy(data[..len], buffer[hdrLen..]);
-            stats.Count(data, len);
         }
     }
 

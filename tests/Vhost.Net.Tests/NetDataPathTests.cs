@@ -89,6 +89,32 @@ public sealed class NetDataPathTests
         Assert.Equal(pool.Count, pool.Available);
     }
 
+    /// <summary>The receive fast path counts after the burst: sizes, multicast and broadcast as DPDK names them.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void EnqueueCountsWhatTheFastPathPlaced(bool packed)
+    {
+        using var n = new Net(packed);
+        using var pool = new PacketPool(64);
+        var mcast = Frame(100);
+        mcast[0] = 0x01;
+        var bcast = Frame(64);
+        bcast.AsSpan(0, 6).Fill(0xff);
+        var frames = new[] { Frame(60), Frame(64), mcast, bcast, Frame(1000) };
+        foreach (var _ in frames) n.Rx.Add(new DriverBuffer(n.Setup.Memory.Allocate(2048, 64), 2048, true));
+        var pkts = new Packet[frames.Length];
+        for (int i = 0; i < pkts.Length; i++) Assert.True(pool.TryCreate(frames[i], out pkts[i]));
+        Assert.Equal(frames.Length, VirtioNet.EnqueueBurst(n.Dev, 0, pkts));
+        var st = VirtioNet.Stats(n.Dev, 0);
+        Assert.Equal(5, st.Packets);
+        Assert.Equal(60 + 64 + 100 + 64 + 1000, st.Bytes);
+        Assert.Equal(1, st.Multicast);
+        Assert.Equal(1, st.Broadcast);
+        Assert.Equal([3, 1, 0, 0, 1, 0, 0], st.SizeBins);
+        pool.Free(pkts);
+    }
+
     [Fact]
     public void LyingHeadersAreDroppedAndCounted()
     {
