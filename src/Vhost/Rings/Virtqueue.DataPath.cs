@@ -292,7 +292,9 @@ public sealed partial class Virtqueue
             return false;
         }
         writable &= !DeviceReadsOnly;
-        w.Prefetch();
+        // only what the device will read: a read prefetch of a buffer the driver reads back after we write it
+        // cost 40 % of enqueue's rate on the Fill path (A/B with the prefetch switched every 5 s)
+        if (!writable) w.Prefetch();
         segments[at] = new BufferSegment { Window = w, IsWritable = writable };
         chain = new DescriptorChain
         {
