@@ -12,7 +12,7 @@ namespace Vhost.Interop;
 /// </summary>
 /// <remarks>
 /// The handler has to be native code that needs nothing from the runtime, and .NET has no way to compile C
-/// at build time without asking every consumer for a C toolchain. So it is twenty-odd x86-64 instructions,
+/// at build time without asking every consumer for a C toolchain. So it is about forty x86-64 instructions,
 /// assembled from the listing next to the bytes (the test SigbusGuardTests.HandlerBytesMatchTheListing
 /// assembles the listing again when binutils are present). On any other architecture the guard is off and
 /// a shrinking file still kills the process, as documented in docs/security.md.
