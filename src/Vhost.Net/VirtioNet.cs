@@ -313,12 +313,15 @@ public static class VirtioNet
         // A receive buffer usually still holds this very header from its last round, and a store would take
         // the line away from the driver's core only for it to read the same bytes back (a cache miss per
         // frame in its receive path), so each word is written only when it differs, as DPDK does.
-        if (BinaryPrimitives.ReadUInt64LittleEndian(hdr) != 0) BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
+        // read through a ReadOnlySpan made once: each implicit conversion is a call the JIT may not inline once
+        // the enqueue loop has used up its inlining budget, and a call there costs stack stores per frame
+        ReadOnlySpan<byte> current = hdr;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(current) != 0) BinaryPrimitives.WriteUInt64LittleEndian(hdr, 0);
         if (hdrLen == 12)
         {
-            if (BinaryPrimitives.ReadUInt32LittleEndian(hdr[8..]) != 1u << 16) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(current[8..]) != 1u << 16) BinaryPrimitives.WriteUInt32LittleEndian(hdr[8..], 1u << 16);
         }
-        else if (BinaryPrimitives.ReadUInt16LittleEndian(hdr[8..]) != 0)
+        else if (BinaryPrimitives.ReadUInt16LittleEndian(current[8..]) != 0)
         {
             BinaryPrimitives.WriteUInt16LittleEndian(hdr[8..], 0);
         }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -5,9 +6,11 @@ using System.Runtime.Intrinsics;
 namespace Vhost.Interop;
 
 /// <summary>
-/// The frame copy of the packet data path. Most frames there are short (64 bytes at line rate), and
-/// Span.CopyTo is a call into a general Memmove that sorts lengths out first; for 32 to 128 bytes two or four
-/// overlapping 32-byte loads and stores do the same work inline. Longer or shorter copies go to CopyTo.
+/// The frame copy of the packet data path. Span.CopyTo is a call into the general Memmove, and a call anywhere
+/// in a burst loop, even on a path no 64-byte frame takes, makes the JIT keep the loop's values in memory
+/// across it: the enqueue loop stored about twenty of them to the stack per frame, and those stores queued
+/// behind the frame's own stores to guest lines that another core holds. So every length is copied here
+/// with inline loads and stores (overlapping pairs for short spans, a 32-byte loop for long ones) and no call.
 /// </summary>
 public static class FrameCopy
 {
@@ -17,33 +20,68 @@ public static class FrameCopy
     {
         int n = source.Length;
         if ((uint)n > (uint)destination.Length) ThrowTooShort();
-        if (!Vector256.IsHardwareAccelerated || n < 32 || n > 128)
+        if (!Vector128.IsHardwareAccelerated)
         {
             source.CopyTo(destination);
             return;
         }
-        // every load and store lies inside [0, n) of both spans: n >= 32 for the first pair, n > 64 for the second
+        // every load and store below lies inside [0, n) of both spans: each branch is taken only for the
+        // lengths its widest access fits
         ref byte s = ref MemoryMarshal.GetReference(source);
         ref byte d = ref MemoryMarshal.GetReference(destination);
-        nuint tail = (nuint)(n - 32);
-        if (n <= 64)
+        if (Vector256.IsHardwareAccelerated && n >= 32)
         {
-            var a = Vector256.LoadUnsafe(ref s);
-            var b = Vector256.LoadUnsafe(ref s, tail);
-            a.StoreUnsafe(ref d);
-            b.StoreUnsafe(ref d, tail);
+            nuint tail = (nuint)(n - 32);
+            if (n <= 64)
+            {
+                var a = Vector256.LoadUnsafe(ref s);
+                var b = Vector256.LoadUnsafe(ref s, tail);
+                a.StoreUnsafe(ref d);
+                b.StoreUnsafe(ref d, tail);
+                return;
+            }
+            if (n <= 128)
+            {
+                var v0 = Vector256.LoadUnsafe(ref s);
+                var v1 = Vector256.LoadUnsafe(ref s, 32);
+                var v2 = Vector256.LoadUnsafe(ref s, tail - 32);
+                var v3 = Vector256.LoadUnsafe(ref s, tail);
+                v0.StoreUnsafe(ref d);
+                v1.StoreUnsafe(ref d, 32);
+                v2.StoreUnsafe(ref d, tail - 32);
+                v3.StoreUnsafe(ref d, tail);
+                return;
+            }
+            for (nuint i = 0; i < tail; i += 32) Vector256.LoadUnsafe(ref s, i).StoreUnsafe(ref d, i);
+            Vector256.LoadUnsafe(ref s, tail).StoreUnsafe(ref d, tail);
             return;
         }
-        var v0 = Vector256.LoadUnsafe(ref s);
-        var v1 = Vector256.LoadUnsafe(ref s, 32);
-        var v2 = Vector256.LoadUnsafe(ref s, tail - 32);
-        var v3 = Vector256.LoadUnsafe(ref s, tail);
-        v0.StoreUnsafe(ref d);
-        v1.StoreUnsafe(ref d, 32);
-        v2.StoreUnsafe(ref d, tail - 32);
-        v3.StoreUnsafe(ref d, tail);
+        if (n >= 16)
+        {
+            nuint tail = (nuint)(n - 16);
+            for (nuint i = 0; i < tail; i += 16) Vector128.LoadUnsafe(ref s, i).StoreUnsafe(ref d, i);
+            Vector128.LoadUnsafe(ref s, tail).StoreUnsafe(ref d, tail);
+            return;
+        }
+        if (n >= 8)
+        {
+            ulong a = Unsafe.ReadUnaligned<ulong>(ref s);
+            ulong b = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref s, n - 8));
+            Unsafe.WriteUnaligned(ref d, a);
+            Unsafe.WriteUnaligned(ref Unsafe.Add(ref d, n - 8), b);
+            return;
+        }
+        if (n >= 4)
+        {
+            uint a = Unsafe.ReadUnaligned<uint>(ref s);
+            uint b = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref s, n - 4));
+            Unsafe.WriteUnaligned(ref d, a);
+            Unsafe.WriteUnaligned(ref Unsafe.Add(ref d, n - 4), b);
+            return;
+        }
+        for (int i = 0; i < n; i++) Unsafe.Add(ref d, i) = Unsafe.Add(ref s, i);
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [DoesNotReturn]
     private static void ThrowTooShort() => throw new ArgumentException("destination shorter than source");
 }

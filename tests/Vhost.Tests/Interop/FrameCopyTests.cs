@@ -4,18 +4,23 @@ namespace Vhost.Tests.Interop;
 
 public sealed class FrameCopyTests
 {
-    /// <summary>Every length up to 200 (the vector paths cover 32-128, overlapping at both ends): exactly the source's bytes land, nothing after them moves.</summary>
+    /// <summary>
+    /// Every length up to 600 and some jumbo ones, from and to odd offsets: each width (byte loop, 4- and 8-byte
+    /// pairs, 16-byte and 32-byte overlapping pairs, the 32-byte loop and its tail) lands exactly the source's
+    /// bytes and moves nothing after them.
+    /// </summary>
     [Fact]
     public void CopiesExactlyTheSourceWhateverItsLength()
     {
-        var src = new byte[200];
+        var src = new byte[9100];
         for (int i = 0; i < src.Length; i++) src[i] = (byte)(i * 7 + 1);
-        for (int len = 0; len <= 200; len++)
+        int[] lengths = [.. Enumerable.Range(0, 601), 1514, 4095, 4096, 9000, 9017];
+        foreach (int len in lengths)
         {
-            var dst = new byte[230];
+            var dst = new byte[len + 40];
             Array.Fill(dst, (byte)0xee);
-            FrameCopy.Copy(src.AsSpan(0, len), dst.AsSpan(3, len + 20));
-            Assert.True(dst.AsSpan(3, len).SequenceEqual(src.AsSpan(0, len)), $"length {len}");
+            FrameCopy.Copy(src.AsSpan(5, len), dst.AsSpan(3, len + 20));
+            Assert.True(dst.AsSpan(3, len).SequenceEqual(src.AsSpan(5, len)), $"length {len}");
             Assert.All(dst[..3], b => Assert.Equal(0xee, b));
             Assert.All(dst[(3 + len)..], b => Assert.Equal(0xee, b));
         }
