@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using Vhost.Interop;
 
 namespace Vhost.Rings;
@@ -181,28 +182,37 @@ public sealed partial class Virtqueue
     private int FillSplit<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
-        int pending = (ushort)(availIdx - _lastAvail);
+        ushort last = _lastAvail;
+        int pending = (ushort)(availIdx - last);
         // more than a ring ahead is the general path's to report
         if (pending == 0 || pending > Size) return 0;
+        if (count > pending) count = pending;
+        // typed views of the rings, made once, and the indexes in locals: the loop reads and writes guest
+        // memory and nothing else, so no field or window is reloaded and nothing is stored per frame but the
+        // frame and its used element (see FrameCopy on why stores per frame matter here)
+        ReadOnlySpan<ushort> ring = MemoryMarshal.Cast<byte, ushort>(_avail.Span(4, 2 * Size));
+        ReadOnlySpan<RawDescriptor> table = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
+        Span<ulong> usedRing = MemoryMarshal.Cast<byte, ulong>(_used.Span(4, 8 * Size));
+        var memory = _memory;
         int mask = Size - 1;
-        ushort old = _usedIdx, u = _usedIdx;
+        ushort old = _usedIdx;
         int n = 0;
-        while (n < count && n < pending)
+        for (; n < count; n++)
         {
-            ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * (_lastAvail & mask)));
-            if (head >= Size) break;
-            var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
+            ushort head = ring[(last + n) & mask];
+            if (head >= table.Length) break;
+            // each field read once: the driver may rewrite the descriptor while we look
+            ref readonly var d = ref table[head];
             if ((d.Word12 & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
+            uint len = d.Len;
             int need = filler.Needed(n);
-            if (need <= 0 || d.Len < (uint)need || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out var w)) break;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(d.Addr, len, out var w)) break;
             filler.Fill(n, w.Span(0, need));
-            _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = head | ((ulong)(uint)need << 32);
-            u++;
-            _lastAvail++;
-            n++;
+            usedRing[(old + n) & mask] = head | ((ulong)(uint)need << 32);
         }
         if (n == 0) return 0;
-        PublishSplit(old, u);
+        _lastAvail = (ushort)(last + n);
+        PublishSplit(old, (ushort)(old + n));
         return n;
     }
 
