@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Vhost.Interop;
 
 namespace Vhost.Rings;
@@ -231,61 +232,76 @@ public sealed partial class Virtqueue
     /// <summary>The packed ring's form of <see cref="Fill"/>.</summary>
     private int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
-        ushort old = _usedIdx;
-        int first = _usedIdx;
-        ushort firstFlags = 0;
-        bool headDeferred = false;
-        int u = _usedIdx;
-        bool wrap = _usedWrap;
+        // the ring as a span made once and the indexes in locals, as in FillSplit: per frame the loop stores
+        // the frame, its length and its flags, nothing else
+        Span<RawDescriptor> ring = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
+        var memory = _memory;
+        int size = ring.Length;
+        int slot = _lastAvail, u = _usedIdx;
+        bool availWrap = _availWrap, wrap = _usedWrap;
+        int first = u;
+        // used descriptors [marked, u) hold their lengths but not yet their flags: the flags go out a ring line
+        // (four descriptors) at a time, as in DPDK's batch path, so the driver's line changes hands once per
+        // four; the call's first descriptor is marked last, so the driver sees the call's work at once.
+        // Marking happens at every lap's end too, so the descriptors waiting always belong to the lap of wrap.
+        int marked = u;
         int n = 0;
         while (n < count)
         {
-            if (count - n >= 4 && u == _lastAvail && (u & 3) == 0 && u + 4 <= Size && FillPackedLine(ref filler, n, wrap))
+            ref var d = ref ring[slot];
+            // acquire: the driver writes the flags last; the rest of the descriptor is read after them, once
+            ushort flags = Volatile.Read(ref d.Word14);
+            if (!IsAvailable(flags, availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
+            int need = filler.Needed(n);
+            uint len = d.Len;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(d.Addr, len, out var w)) break;
+            ushort id = d.Word12;
+            filler.Fill(n, w.Span(0, need));
+            ref var used = ref ring[u];
+            used.Len = (uint)need;
+            // in order, the used slot is the one the buffer came in, and its id is already there
+            if (u != slot) used.Word12 = id;
+            n++;
+            if (++slot == size)
             {
-                // four at once, published at once: one cache line of the ring changes hands once
-                n += 4;
-                u += 4;
-                if (u == Size)
+                slot = 0;
+                availWrap = !availWrap;
+            }
+            if (++u == size || (u & 3) == 0)
+            {
+                MarkUsed(ring, marked, u, wrap, first);
+                if (u == size)
                 {
                     u = 0;
                     wrap = !wrap;
                 }
-                AdvanceAvail(4);
-                continue;
+                marked = u;
             }
-            int need = filler.Needed(n);
-            if (!FillableAt(_lastAvail, need, out var w, out ushort id)) break;
-            filler.Fill(n, w.Span(0, need));
-            // the used descriptor goes where the device's used index is; its slot was consumed before
-            ref var used = ref _desc.Ref<RawDescriptor>((nuint)u * 16);
-            used.Len = (uint)need;
-            used.Word12 = id;
-            ushort usedFlags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
-            // the first single of a call is published last, so the driver sees the call's work at once
-            if (n == 0)
-            {
-                firstFlags = usedFlags;
-                headDeferred = true;
-            }
-            else
-            {
-                Volatile.Write(ref used.Word14, usedFlags);
-            }
-            if (++u == Size)
-            {
-                u = 0;
-                wrap = !wrap;
-            }
-            AdvanceAvail(1);
-            n++;
         }
         if (n == 0) return 0;
-        if (headDeferred) Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
+        MarkUsed(ring, marked, u, wrap, first);
+        Volatile.Write(ref ring[first].Word14, UsedWritableFlags(_usedWrap));
+        ushort old = _usedIdx;
+        _lastAvail = (ushort)slot;
+        _availWrap = availWrap;
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);
         return n;
     }
+
+    /// <summary>Marks used descriptors [from, to) of one lap with their flags (release), except <paramref name="skip"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MarkUsed(Span<RawDescriptor> ring, int from, int to, bool wrap, int skip)
+    {
+        ushort flags = UsedWritableFlags(wrap);
+        for (int s = from; s < to; s++)
+        {
+            if (s != skip) Volatile.Write(ref ring[s].Word14, flags);
+        }
+    }
+
+    private static ushort UsedWritableFlags(bool wrap) => (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
 
     /// <summary>The packed ring's form of <see cref="Take"/>; with VIRTIO_F_IN_ORDER and <see cref="BatchInOrderUsed"/> one used descriptor returns them all.</summary>
     private int TakePacked<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
@@ -361,50 +377,6 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>
-    /// Whether ring slot <paramref name="slot"/> (in the driver's current lap) holds an available
-    /// one-descriptor writable buffer that <paramref name="need"/> bytes fit, and where it is.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool FillableAt(int slot, int need, out NativeWindow buffer, out ushort id)
-    {
-        buffer = default;
-        id = 0;
-        // acquire: the driver writes the flags last; the rest of the descriptor is read after them
-        ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(slot * 16 + 14)));
-        if (need <= 0 || !IsAvailable(flags, _availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) return false;
-        var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
-        id = d.Word12;
-        return d.Len >= (uint)need && d.Len <= MaxChainBytes && _memory.TryTranslate(d.Addr, d.Len, out buffer);
-    }
-
-    /// <summary>
-    /// Items <paramref name="n"/>..n+3 into the four one-descriptor buffers of the ring line at _lastAvail
-    /// (aligned, and the used index is there too), if all four qualify; else nothing is touched. DPDK's
-    /// virtio_dev_rx_batch_packed has this shape: the driver refills and reads the ring a line at a time.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool FillPackedLine<TFiller>(ref TFiller filler, int n, bool wrap) where TFiller : IBufferFiller, allows ref struct
-    {
-        nuint at = (nuint)_lastAvail * 16;
-        // fixed-size locals rather than stackalloc: the JIT does not inline a method that stackallocs
-        var windows = new LineOf<NativeWindow>();
-        var needs = new LineOf<int>();
-        Span<NativeWindow> w = windows;
-        Span<int> need = needs;
-        for (int i = 0; i < 4; i++)
-        {
-            need[i] = filler.Needed(n + i);
-            if (!FillableAt(_lastAvail + i, need[i], out w[i], out _)) return false;
-        }
-        for (int i = 0; i < 4; i++) filler.Fill(n + i, w[i].Span(0, need[i]));
-        // the buffer ids stay where the driver put them: used slot and avail slot are the same here
-        for (int i = 0; i < 4; i++) _desc.Ref<RawDescriptor>(at + (nuint)i * 16).Len = (uint)need[i];
-        ushort usedFlags = (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
-        for (nuint i = 0; i < 4; i++) Volatile.Write(ref _desc.Ref<ushort>(at + i * 16 + 14), usedFlags);
-        return true;
-    }
-
-    /// <summary>
     /// Whether a flush may return a batch of zero-length, in-order chains with one used descriptor. The
     /// device library sets it for queues whose chains it always completes in the order it popped them
     /// (Vhost.Net's transmit queues); it takes effect only when VIRTIO_F_IN_ORDER was negotiated.
@@ -430,12 +402,5 @@ public sealed partial class Virtqueue
         {
             Volatile.Write(ref _used.Ref<ushort>(2), enabled ? EventEnable : EventDisable);
         }
-    }
-
-    /// <summary>Four of a kind, one per descriptor of a ring line.</summary>
-    [InlineArray(4)]
-    private struct LineOf<T>
-    {
-        private T _item;
     }
 }
