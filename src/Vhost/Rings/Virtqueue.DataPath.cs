@@ -174,7 +174,7 @@ public sealed partial class Virtqueue
     /// <summary>
     /// The receive fast path, in the shape of DPDK's: one-descriptor writable chains are taken from the
     /// ring, filled by <paramref name="filler"/> and returned in place in one pass, nothing staged (on a packed
-    /// ring, four-descriptor lines are published at once, as DPDK's batch path does). Stops at the first item
+    /// ring, used descriptors are marked a ring line at a time, as DPDK's batch path does). Stops at the first item
     /// or buffer it cannot take whole (a chain, an indirect table, a short or untranslatable buffer, an item
     /// the filler declines), which <see cref="Pop"/> then handles and reports. Returns how many of the first
     /// <paramref name="count"/> items were placed; they are published and the guest interrupted if it asked.

@@ -165,6 +165,33 @@ public sealed class RingFastPathTests
     }
 
     /// <summary>
+    /// A chain the general path popped and has not returned yet leaves the used index behind the available
+    /// one, so each used descriptor Fill writes lands in an earlier buffer's slot and must carry the filled
+    /// buffer's own id; the held chain comes back after them. Ten rounds on a ring of 16 cross the wrap.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void FillWhileAPoppedChainIsOutstandingReturnsEveryIdWithItsLength(bool packed)
+    {
+        using var h = new RingHarness(packed, size: 16);
+        ulong heldBuffer = h.Memory.Allocate(256);
+        var bufs = Enumerable.Range(0, 4).Select(_ => h.Memory.Allocate(256)).ToArray();
+        for (int round = 0; round < 10; round++)
+        {
+            ushort heldId = h.Driver.Add(new DriverBuffer(heldBuffer, 256, true));
+            Assert.Equal(1, h.Pop());
+            var held = h.Chains[0];
+            var ids = bufs.Select(b => h.Driver.Add(new DriverBuffer(b, 256, true))).ToArray();
+            var filler = new PatternFiller([20, 21, 22, 23]);
+            Assert.Equal(4, h.Queue.Fill(ref filler, 4));
+            h.Queue.PushUsed(held, 7);
+            h.Queue.FlushUsed();
+            Assert.Equal([.. ids.Select((id, i) => new UsedElement(id, (uint)(20 + i))), new UsedElement(heldId, 7)], Drain(h));
+        }
+    }
+
+    /// <summary>
     /// NothingToPop lets the net bursts skip the general path when the fast path came up short because the ring
     /// ran dry; it must never say "nothing" while Pop has something to serve or to report.
     /// </summary>
