@@ -197,7 +197,7 @@ public sealed partial class Virtqueue
         return IsPacked ? TakePacked(ref taker, count) : TakeSplit(ref taker, count);
     }
 
-    /// <summary>How many buffers Take looks ahead to prefetch (DPDK's batch paths take four).</summary>
+    /// <summary>How many buffers Take looks up ahead of taking them (DPDK's batch paths take four).</summary>
     private const int TakeAhead = 8;
 
     private bool FastPathOpen =>

@@ -318,8 +318,10 @@ public sealed partial class Virtqueue
         Span<ushort> aheadId = stackalloc ushort[TakeAhead];
         while (n < count)
         {
-            // look a few buffers ahead and ask for their lines together: each is a read of memory the
-            // front-end's core just wrote, and one at a time they would wait for each other
+            // look a few buffers ahead (their descriptors read and translated together) before taking them.
+            // Their data lines are not prefetched: the front-end is the bottleneck on this path, and pulling
+            // up to sixteen of its freshly written lines at once measured 3-7 % slower for it on the low
+            // level (docs/benchmarks.md, seventh session)
             int k = 0, slot = _lastAvail;
             bool availWrap = _availWrap;
             while (k < ahead.Length && n + k < count)
@@ -330,7 +332,6 @@ public sealed partial class Virtqueue
                 if ((flags & DescWrite) != 0 && !DeviceReadsOnly) break;
                 var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
                 if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
-                ahead[k].Prefetch();
                 aheadId[k] = d.Word12;
                 k++;
                 if (++slot == Size)

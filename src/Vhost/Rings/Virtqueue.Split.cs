@@ -230,7 +230,7 @@ public sealed partial class Virtqueue
         Span<ushort> aheadHead = stackalloc ushort[TakeAhead];
         while (n < count)
         {
-            // as in TakePacked: the buffers' lines are asked for a few at a time
+            // as in TakePacked: a few buffers looked up ahead, their data lines not prefetched
             int k = 0;
             while (k < ahead.Length && n + k < count)
             {
@@ -239,7 +239,6 @@ public sealed partial class Virtqueue
                 var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
                 if ((d.Word12 & (DescNext | DescIndirect)) != 0 || ((d.Word12 & DescWrite) != 0 && !DeviceReadsOnly)) break;
                 if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
-                ahead[k].Prefetch();
                 aheadHead[k] = head;
                 k++;
             }
