@@ -63,6 +63,8 @@ public static class FrameCopy
             Vector128.LoadUnsafe(ref s, tail).StoreUnsafe(ref d, tail);
             return;
         }
+        // the 8- and 4-byte pairs are written out rather than one generic helper: a helper the JIT declined
+        // to inline (its budget runs out in the burst loops) would put a call back into every one of them
         if (n >= 8)
         {
             ulong a = Unsafe.ReadUnaligned<ulong>(ref s);
