@@ -318,10 +318,11 @@ public sealed partial class Virtqueue
         Span<ushort> aheadId = stackalloc ushort[TakeAhead];
         while (n < count)
         {
-            // look a few buffers ahead (their descriptors read and translated together) before taking them.
-            // Their data lines are not prefetched: the front-end is the bottleneck on this path, and pulling
-            // up to sixteen of its freshly written lines at once measured 3-7 % slower for it on the low
-            // level (docs/benchmarks.md, seventh session)
+            // look a few buffers ahead (their descriptors read and translated together) before taking them:
+            // one loop taking each buffer straight after its descriptor ran fewer instructions but measured 8 %
+            // slower for the front-end on the low level (docs/benchmarks.md, eighth session). Their data lines
+            // are not prefetched: pulling up to sixteen of the front-end's freshly written lines at once
+            // measured 3-7 % slower for it on the low level (seventh session)
             int k = 0, slot = _lastAvail;
             bool availWrap = _availWrap;
             while (k < ahead.Length && n + k < count)
