@@ -28,9 +28,6 @@ internal static unsafe partial class SigbusGuard
     private const int HeaderBytes = 32;
     private const int SIGBUS = 7;
     private const int SA_SIGINFO = 4;
-    private const int PROT_EXEC = 4;
-    private const int MAP_PRIVATE = 2;
-    private const int MAP_ANONYMOUS = 0x20;
 
     private static readonly byte[] Handler =
     [
@@ -150,18 +147,11 @@ internal static unsafe partial class SigbusGuard
         var data = (ulong*)NativeMemory.AlignedAlloc(HeaderBytes + Slots * SlotBytes, 64);
         NativeMemory.Clear(data, HeaderBytes + Slots * SlotBytes);
         data[0] = (ulong)old.Handler;
-        void* code = mmap(null, 4096, Libc.PROT_READ | Libc.PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (code == (void*)-1)
+        var bytes = (byte[])Handler.Clone();
+        BitConverter.TryWriteBytes(bytes.AsSpan(2, 8), (ulong)data);
+        void* code = MachineCode.Load(bytes);
+        if (code == null)
         {
-            NativeMemory.AlignedFree(data);
-            return false;
-        }
-        var bytes = new Span<byte>(code, Handler.Length);
-        Handler.CopyTo(bytes);
-        BitConverter.TryWriteBytes(bytes.Slice(2, 8), (ulong)data);
-        if (mprotect(code, 4096, Libc.PROT_READ | PROT_EXEC) != 0)
-        {
-            _ = Libc.munmap(code, 4096);
             NativeMemory.AlignedFree(data);
             return false;
         }
@@ -249,9 +239,4 @@ internal static unsafe partial class SigbusGuard
     [LibraryImport("libc", SetLastError = true)]
     private static partial int sigaction(int signum, SigAction* act, SigAction* oldact);
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int mprotect(void* addr, nuint len, int prot);
 }
