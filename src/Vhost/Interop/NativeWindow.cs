@@ -65,6 +65,17 @@ public readonly unsafe struct NativeWindow
         if (_length > 64) Sse.Prefetch0(_base + 64);
     }
 
+    /// <summary>
+    /// Evicts the lines that hold [offset, offset + length) from every CPU cache, contents kept (see
+    /// <see cref="CacheLines"/>); does nothing where eviction is unsupported.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Evict(nuint offset, nuint length)
+    {
+        if (offset > _length || length > _length - offset) ThrowOutOfRange();
+        CacheLines.Evict(_base + offset, length);
+    }
+
     // DoesNotReturn rather than NoInlining: the JIT then treats each call as the end of its path (it looks at
     // the method, sees it only throws, and never inlines it either). A call it thinks returns keeps every value
     // the loop holds live across it, and on the enqueue path that meant stack stores per frame.
