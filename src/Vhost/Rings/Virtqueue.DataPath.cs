@@ -128,6 +128,33 @@ public sealed partial class Virtqueue
     /// </summary>
     public bool DeviceReadsOnly { get; set; }
 
+    /// <summary>
+    /// Whether <see cref="Take"/> evicts from the CPU caches the lines of each buffer it has handed to the taker,
+    /// past its first <see cref="TakenLineEvictionSkip"/> bytes (contents kept). Off by default; Vhost.Net sets
+    /// <see cref="LineEviction.Tuned"/> on transmit queues when it first serves them. Only Take's one-descriptor
+    /// buffers are evicted, not what Pop returns.
+    /// </summary>
+    public LineEviction TakenLineEviction { get; set; }
+
+    /// <summary>
+    /// Bytes at the start of each taken buffer that are not evicted: a device header the driver reads back
+    /// (DPDK's virtio compares its net header before writing it) is better left where it is.
+    /// </summary>
+    public int TakenLineEvictionSkip { get; set; }
+
+    /// <summary>Whether Take is evicting now (with Tuned, the tuner's current mode).</summary>
+    public bool EvictingTakenLines => TakenLineEviction switch
+    {
+        LineEviction.Always => CacheLines.IsSupported,
+        LineEviction.Tuned => CacheLines.IsSupported && _evictTuner.Evict,
+        _ => false,
+    };
+
+    /// <summary>How many probes the eviction tuner has run on this ring.</summary>
+    public int TakenLineEvictionProbes => _evictTuner.Probes;
+
+    private LineEvictionTuner _evictTuner;
+
     /// <summary>State a device library keeps per queue (e.g. Vhost.Net's scratch arrays and statistics).</summary>
     public object? UserData { get; set; }
 

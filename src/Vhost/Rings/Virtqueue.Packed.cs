@@ -314,6 +314,8 @@ public sealed partial class Virtqueue
         ushort firstFlags = (ushort)(wrap ? PackedAvail | PackedUsed : 0);
         ushort lastId = 0;
         int n = 0;
+        bool evict = EvictingTakenLines;
+        nuint skip = (nuint)TakenLineEvictionSkip;
         Span<NativeWindow> ahead = stackalloc NativeWindow[TakeAhead];
         Span<ushort> aheadId = stackalloc ushort[TakeAhead];
         while (n < count)
@@ -345,6 +347,7 @@ public sealed partial class Virtqueue
             for (; took < k; took++)
             {
                 if (!taker.Take(n, ahead[took].Span(0, (int)ahead[took].Length))) break;
+                if (evict && ahead[took].Length > skip) ahead[took].Evict(skip, ahead[took].Length - skip);
                 lastId = aheadId[took];
                 if (!oneUsed)
                 {
@@ -375,6 +378,7 @@ public sealed partial class Virtqueue
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);
+        if (TakenLineEviction == LineEviction.Tuned) _evictTuner.Count(n);
         return n;
     }
 

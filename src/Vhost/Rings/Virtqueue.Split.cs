@@ -226,6 +226,8 @@ public sealed partial class Virtqueue
         int mask = Size - 1;
         ushort old = _usedIdx, u = _usedIdx;
         int n = 0;
+        bool evict = EvictingTakenLines;
+        nuint skip = (nuint)TakenLineEvictionSkip;
         Span<NativeWindow> ahead = stackalloc NativeWindow[TakeAhead];
         Span<ushort> aheadHead = stackalloc ushort[TakeAhead];
         while (n < count)
@@ -246,6 +248,7 @@ public sealed partial class Virtqueue
             for (; took < k; took++)
             {
                 if (!taker.Take(n, ahead[took].Span(0, (int)ahead[took].Length))) break;
+                if (evict && ahead[took].Length > skip) ahead[took].Evict(skip, ahead[took].Length - skip);
                 _used.Ref<ulong>((nuint)(4 + 8 * (u & mask))) = aheadHead[took];
                 u++;
                 _lastAvail++;
@@ -255,6 +258,7 @@ public sealed partial class Virtqueue
         }
         if (n == 0) return 0;
         PublishSplit(old, u);
+        if (TakenLineEviction == LineEviction.Tuned) _evictTuner.Count(n);
         return n;
     }
 

@@ -184,6 +184,7 @@ public sealed partial class Virtqueue
         _avail = avail;
         _used = used;
         _memory = memory;
+        _evictTuner = default;
         Faulted = false;
         Started = true;
         OnStarted();

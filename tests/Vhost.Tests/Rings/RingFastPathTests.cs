@@ -148,6 +148,38 @@ public sealed class RingFastPathTests
         Assert.Equal(42u, h.Chains[0].ReadableBytes);
     }
 
+    /// <summary>With eviction on, taken buffers (short, line-straddling, longer than a page) arrive whole and stay unchanged.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TakeWithEvictionKeepsEveryByte(bool packed)
+    {
+        using var h = new RingHarness(packed);
+        h.Queue.TakenLineEviction = LineEviction.Always;
+        h.Queue.TakenLineEvictionSkip = 12;
+        Assert.True(h.Queue.EvictingTakenLines);
+        int[] lengths = [12, 13, 76, 1514, 5000];
+        var bufs = new List<ulong>();
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            ulong g = h.Memory.Allocate(8192) + (ulong)(52 + i);
+            var span = h.Memory.Span(g, lengths[i]);
+            for (int j = 0; j < span.Length; j++) span[j] = (byte)(j * 3 + i);
+            h.Driver.Add(new DriverBuffer(g, (uint)lengths[i], false));
+            bufs.Add(g);
+        }
+        var seen = new List<byte[]>();
+        var taker = new RecordingTaker(seen, -1);
+        Assert.Equal(lengths.Length, h.Queue.Take(ref taker, 8));
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            var expect = Enumerable.Range(0, lengths[i]).Select(j => (byte)(j * 3 + i)).ToArray();
+            Assert.Equal(expect, seen[i]);
+            Assert.Equal(expect, h.Memory.Span(bufs[i], lengths[i]).ToArray());
+        }
+        Assert.Equal(lengths.Length, Drain(h).Count);
+    }
+
     [Fact]
     public void PackedFillPublishesWholeRingLinesAroundTheWrap()
     {
