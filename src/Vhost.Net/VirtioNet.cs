@@ -38,6 +38,13 @@ public static class VirtioNet
     public static int HeaderLength(VhostDevice device) =>
         device.HasFeature(VirtioFeature.Version1) || device.HasFeature(NetFeatures.MrgRxbuf) ? 12 : 10;
 
+    /// <summary>
+    /// What a transmit queue's fast path does with the lines of the frames it has copied out
+    /// (<see cref="Virtqueue.TakenLineEviction"/>), set on each queue when it is first served. Tuned by default: the
+    /// lines leave our cache when that measures faster for the guest (the header line stays).
+    /// </summary>
+    public static LineEviction TransmitLineEviction { get; set; } = LineEviction.Tuned;
+
     /// <summary>Statistics of one queue (rte_vhost_vring_stats_get).</summary>
     public static NetQueueStats Stats(VhostDevice device, int queueId) => State(device, device.Queue(queueId)).Stats;
 
@@ -51,8 +58,7 @@ public static class VirtioNet
             q.DeviceReadsOnly = true;
             // DequeueBurst returns every chain it pops, in order, in the same flush
             q.BatchInOrderUsed = true;
-            // the copied frames' lines leave our cache when that measures faster for the guest (the header stays)
-            q.TakenLineEviction = LineEviction.Tuned;
+            q.TakenLineEviction = TransmitLineEviction;
         }
         q.UserData = s;
         return s;

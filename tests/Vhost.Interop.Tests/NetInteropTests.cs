@@ -64,11 +64,22 @@ public sealed class NetInteropTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Matrix))]
-    public void DequeueFromTestpmdSeesWhatItSent(bool packed, bool mrg, bool inOrder, int queues, int size)
+    public void DequeueFromTestpmdSeesWhatItSent(bool packed, bool mrg, bool inOrder, int queues, int size) =>
+        Dequeue(packed, mrg, inOrder, queues, size);
+
+    /// <summary>Every received frame's lines flushed after the copy (the tuner's "on", forced): counts still agree.</summary>
+    [Theory]
+    [InlineData(false, 64)]
+    [InlineData(true, 64)]
+    [InlineData(true, 1518)]
+    public void DequeueWithLineEvictionAlwaysSeesWhatItSent(bool packed, int size) =>
+        Dequeue(packed, true, true, 1, size, "--line-eviction", "Always");
+
+    private void Dequeue(bool packed, bool mrg, bool inOrder, int queues, int size, params string[] toolArgs)
     {
         using var dir = new PeerTempDir("net");
         var sock = dir.File("vh.sock");
-        using var tool = VhostTool.StartNet(dir, "rxonly", [sock], "--queues", $"{queues}");
+        using var tool = VhostTool.StartNet(dir, "rxonly", [sock], ["--queues", $"{queues}", .. toolArgs]);
         using var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions
         {
             ForwardMode = "txonly", Packed = packed, MergeableRx = mrg, InOrder = inOrder, Queues = queues, TxPackets = size, MainLcore = 1,

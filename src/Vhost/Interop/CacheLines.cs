@@ -7,8 +7,10 @@ namespace Vhost.Interop;
 /// <summary>
 /// Evicts cache lines from every cache (CLFLUSHOPT, or CLFLUSH where that is missing). Contents are kept:
 /// a line is written back if it was modified. Used on buffers the guest wrote and we have copied out: the
-/// guest's next write into such a line then need not take it back from this core's cache, which measured
-/// 18 % faster for a front-end on another core complex (docs/benchmarks.md, ninth session).
+/// guest's next write into such a line then need not take it back from this core's cache. Where the two
+/// cores are far apart that measured 18 % faster for the front-end; where they share a cache it measured 20 %
+/// slower, so the data path only evicts as <see cref="Vhost.Rings.LineEvictionTuner"/> decides
+/// (docs/benchmarks.md, ninth session).
 /// </summary>
 /// <remarks>
 /// .NET has no intrinsic for either instruction, so, as with <see cref="SigbusGuard"/>, the loop is a few

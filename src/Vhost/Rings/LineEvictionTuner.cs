@@ -18,13 +18,14 @@ public enum LineEviction
 
 /// <summary>
 /// Decides, by measuring the queue's rate, whether evicting the lines of taken buffers lets the guest send
-/// faster. It depends on where the host put the two cores. A front-end on another core complex writes its next
-/// frame into a line it finds in memory instead of taking it back from our cache: 18 % faster here. One that
-/// shares our cache has to go to memory for a line it would have found next door: 20 % slower. The host moves
-/// vCPUs when it likes, so the tuner keeps measuring. A probe is four windows of <see cref="Window"/>, the
-/// modes in the order A B B A (A alternating between probes, so a steady drift favours neither); eviction stays
-/// on if its windows ran at least <see cref="Margin"/> faster. The decision holds for <see cref="Interval"/>, or
-/// until a window's rate moves more than <see cref="Shift"/> away from the rate it was decided on.
+/// faster. It depends on where the host put the two cores. Far apart (this VM's low level), the front-end
+/// writes its next frame into a line it finds in memory instead of taking it back from our cache: 18 % faster.
+/// Sharing a cache (the high level), it has to go to memory for a line it would have found next door: 20 %
+/// slower. The host moves vCPUs when it likes, so the tuner keeps measuring. A probe is four windows of
+/// <see cref="Window"/>, the modes in the order A B B A (A alternating between probes, so a steady drift
+/// favours neither); eviction stays on if its windows ran at least <see cref="Margin"/> faster. The decision
+/// holds for <see cref="Interval"/>, or until a window's rate moves more than <see cref="Shift"/> away from the
+/// rate it was decided on.
 /// </summary>
 /// <remarks>
 /// The rate is frames taken per second: the guest's rate while we keep up with it, ours when we do not (then
