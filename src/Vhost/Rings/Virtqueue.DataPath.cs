@@ -143,15 +143,11 @@ public sealed partial class Virtqueue
     public int TakenLineEvictionSkip { get; set; }
 
     /// <summary>Whether Take is evicting now (with Tuned, the tuner's current mode).</summary>
-    public bool EvictingTakenLines => TakenLineEviction switch
-    {
-        LineEviction.Always => CacheLines.IsSupported,
-        LineEviction.Tuned => CacheLines.IsSupported && _evictTuner.Evict,
-        _ => false,
-    };
+    public bool EvictingTakenLines =>
+        TakenLineEviction == LineEviction.Always ? CacheLines.IsSupported : TuningTakenLines && _evictTuner.Evict;
 
-    /// <summary>How many probes the eviction tuner has run on this ring.</summary>
-    public int TakenLineEvictionProbes => _evictTuner.Probes;
+    // where eviction is unsupported there is nothing to tune: both modes would be the same
+    private bool TuningTakenLines => TakenLineEviction == LineEviction.Tuned && CacheLines.IsSupported;
 
     private LineEvictionTuner _evictTuner;
 

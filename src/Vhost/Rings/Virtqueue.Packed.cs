@@ -378,7 +378,7 @@ public sealed partial class Virtqueue
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);
-        if (TakenLineEviction == LineEviction.Tuned) _evictTuner.Count(n);
+        if (TuningTakenLines) _evictTuner.Count(n);
         return n;
     }
 

@@ -258,7 +258,7 @@ public sealed partial class Virtqueue
         }
         if (n == 0) return 0;
         PublishSplit(old, u);
-        if (TakenLineEviction == LineEviction.Tuned) _evictTuner.Count(n);
+        if (TuningTakenLines) _evictTuner.Count(n);
         return n;
     }
 
