@@ -58,6 +58,7 @@ public static class VirtioNet
             q.DeviceReadsOnly = true;
             // DequeueBurst returns every chain it pops, in order, in the same flush
             q.BatchInOrderUsed = true;
+            q.HoldTakenReturns = true;
             q.TakenLineEviction = TransmitLineEviction;
         }
         q.UserData = s;

@@ -213,6 +213,38 @@ public sealed class NetDataPathTests
     }
 
     /// <summary>
+    /// A full burst taken from a packed in-order transmit ring is held (Virtqueue.HoldTakenReturns); the next
+    /// burst that finds the ring dry returns it, and so does the front-end disabling the ring.
+    /// </summary>
+    [Fact]
+    public void HeldTransmitBuffersComeBackWhenTheRingRunsDryOrIsDisabled()
+    {
+        using var n = new Net(packed: true);
+        Assert.True(n.Dev.HasFeature(VirtioFeature.InOrder));
+        using var pool = new PacketPool(256);
+        var pkts = new Packet[32];
+        ushort Flags(int slot) => n.Setup[1].Desc.Ref<ushort>((nuint)(16 * slot + 14));
+        ushort Id(int slot) => n.Setup[1].Desc.Ref<ushort>((nuint)(16 * slot + 12));
+        const ushort usedBoth = (1 << 7) | (1 << 15);
+        ushort last = 0;
+        for (int i = 0; i < 32; i++) last = n.Tx.Add(new DriverBuffer(n.Setup.Memory.Allocate(76, 16), 76, false));
+        Assert.Equal(32, VirtioNet.DequeueBurst(n.Dev, 1, pool, pkts));
+        pool.Free(pkts);
+        Assert.Equal(1 << 7, Flags(0) & usedBoth);
+        Assert.Equal(0, VirtioNet.DequeueBurst(n.Dev, 1, pool, pkts));
+        Assert.Equal(usedBoth, Flags(0) & usedBoth);
+        Assert.Equal(last, Id(0));
+
+        for (int i = 0; i < 32; i++) last = n.Tx.Add(new DriverBuffer(n.Setup.Memory.Allocate(76, 16), 76, false));
+        Assert.Equal(32, VirtioNet.DequeueBurst(n.Dev, 1, pool, pkts));
+        pool.Free(pkts);
+        Assert.Equal(1 << 7, Flags(32) & usedBoth);
+        Assert.NotNull(n.Fe.SetVringEnable(1, false, needReply: true));
+        Assert.Equal(usedBoth, Flags(32) & usedBoth);
+        Assert.Equal(last, Id(32));
+    }
+
+    /// <summary>
     /// A packed ring's transmit fast path takes plain one-buffer frames; a header asking for an offload and a
     /// chained frame hand over to the general path mid-burst; frames and used buffers keep the ring's order.
     /// </summary>

@@ -437,7 +437,12 @@ public sealed partial class VhostDevice
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (num > 1) return Outcome.Fail($"SET_VRING_ENABLE for queue {index} with state {num}");
         bool enable = num == 1;
-        using (q.AccessLock.EnterScope()) q.Enabled = enable;
+        using (q.AccessLock.EnterScope())
+        {
+            // the application stops polling a disabled ring: nothing taken may stay unreturned
+            if (!enable) q.ReturnHeldTaken();
+            q.Enabled = enable;
+        }
         _ops?.VringStateChanged(this, (int)index, enable);
         return Outcome.Ok;
     }

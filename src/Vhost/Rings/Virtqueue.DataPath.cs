@@ -59,6 +59,7 @@ public sealed partial class Virtqueue
             _usedIdx = (ushort)value;
         }
         _signalledUsed = _usedIdx;
+        _heldCount = 0;
     }
 
     private uint GetBaseCore() => IsPacked ? (uint)(_lastAvail | (_availWrap ? 0x8000 : 0)) : _lastAvail;
@@ -150,6 +151,27 @@ public sealed partial class Virtqueue
     private bool TuningTakenLines => TakenLineEviction == LineEviction.Tuned && CacheLines.IsSupported;
 
     private LineEvictionTuner _evictTuner;
+
+    /// <summary>
+    /// Whether Take may hold back the return of what it took, on a packed ring where one used descriptor returns
+    /// a batch (VIRTIO_F_IN_ORDER with <see cref="BatchInOrderUsed"/>): while every Take gets all it asked for, the
+    /// used descriptor is written once three quarters of the ring are held instead of once per Take. A Take that
+    /// comes up short (the ring ran dry), any other used write, disabling the ring and GET_VRING_BASE return
+    /// them at once. Off by default; Vhost.Net sets it on transmit queues. Why: each used descriptor we write is a
+    /// ring line the driver must fetch back from our cache before it reuses it, and fewer of them measured 2-7 %
+    /// faster for DPDK's virtio-user (docs/benchmarks.md, tenth session).
+    /// </summary>
+    public bool HoldTakenReturns { get; set; }
+
+    // the batch Take holds: its first slot and that slot's used flags, the last id, how many buffers
+    private ushort _heldFirst, _heldFlags, _heldLastId;
+    private int _heldCount;
+
+    /// <summary>Returns what Take holds (the ring is being disabled or stopped). Call with the access lock held.</summary>
+    internal void ReturnHeldTaken()
+    {
+        if (_heldCount > 0 && Started) ReturnHeld();
+    }
 
     /// <summary>State a device library keeps per queue (e.g. Vhost.Net's scratch arrays and statistics).</summary>
     public object? UserData { get; set; }

@@ -155,6 +155,8 @@ public sealed partial class Virtqueue
 
     private void FlushPacked()
     {
+        // used descriptors go out in ring order: held ones first
+        if (_heldCount > 0) ReturnHeld();
         ushort old = _usedIdx;
         int firstIdx = _usedIdx;
         ushort firstFlags = 0;
@@ -232,6 +234,7 @@ public sealed partial class Virtqueue
     /// <summary>The packed ring's form of <see cref="Fill"/>.</summary>
     private int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
+        if (_heldCount > 0) ReturnHeld();
         // the ring as a span made once and the indexes in locals, as in FillSplit: per frame the loop stores
         // the frame, its length and its flags, nothing else
         Span<RawDescriptor> ring = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
@@ -307,6 +310,9 @@ public sealed partial class Virtqueue
     private int TakePacked<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
     {
         bool oneUsed = BatchInOrderUsed && InOrder;
+        bool hold = oneUsed && HoldTakenReturns;
+        // held buffers go back before anything after them, should holding have been switched off
+        if (_heldCount > 0 && !hold) ReturnHeld();
         ushort old = _usedIdx;
         int first = _usedIdx;
         int u = _usedIdx;
@@ -366,7 +372,29 @@ public sealed partial class Virtqueue
             }
             if (took < ahead.Length) break;
         }
-        if (n == 0) return 0;
+        if (n == 0)
+        {
+            // the ring is dry: whatever is held goes back now
+            if (_heldCount > 0) ReturnHeld();
+            return 0;
+        }
+        if (TuningTakenLines) _evictTuner.Count(n);
+        if (hold)
+        {
+            if (_heldCount == 0)
+            {
+                _heldFirst = (ushort)first;
+                _heldFlags = firstFlags;
+            }
+            _heldCount += n;
+            _heldLastId = lastId;
+            _usedIdx = (ushort)u;
+            _usedWrap = wrap;
+            // a Take that got all it asked for means the driver keeps the ring busy, so the return can wait for
+            // the next one; anything short of that (the ring ran dry, or a buffer Pop must handle) returns at once
+            if (n < count || _heldCount >= Size - Size / 4) ReturnHeld();
+            return n;
+        }
         if (oneUsed)
         {
             // VIRTIO_F_IN_ORDER: one used descriptor with the last buffer's id returns the batch (see FlushPacked)
@@ -378,8 +406,18 @@ public sealed partial class Virtqueue
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);
-        if (TuningTakenLines) _evictTuner.Count(n);
         return n;
+    }
+
+    /// <summary>Publishes the buffers Take holds (see <see cref="HoldTakenReturns"/>) with one used descriptor.</summary>
+    private void ReturnHeld()
+    {
+        ref var used = ref _desc.Ref<RawDescriptor>((nuint)_heldFirst * 16);
+        used.Len = 0;
+        used.Word12 = _heldLastId;
+        Volatile.Write(ref _desc.Ref<ushort>((nuint)(_heldFirst * 16 + 14)), _heldFlags);
+        _heldCount = 0;
+        InterruptIfAskedPacked(_heldFirst);
     }
 
     /// <summary>

@@ -211,6 +211,7 @@ public sealed partial class Virtqueue
     /// <summary>Stops the queue (GET_VRING_BASE) and returns the base to report.</summary>
     internal uint Stop()
     {
+        ReturnHeldTaken();
         uint b = GetBaseCore();
         Started = false;
         _desc = _avail = _used = default;

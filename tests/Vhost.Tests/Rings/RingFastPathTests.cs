@@ -247,4 +247,107 @@ public sealed class RingFastPathTests
             Assert.False(h.Queue.NothingToPop);
         }
     }
+
+    /// <summary>A packed in-order ring whose Take holds its returns, as Vhost.Net's transmit queues do.</summary>
+    private static RingHarness HoldingRing(ushort size = 64)
+    {
+        var h = new RingHarness(packed: true, size: size, inOrder: true);
+        h.Queue.BatchInOrderUsed = true;
+        h.Queue.HoldTakenReturns = true;
+        return h;
+    }
+
+    private static ushort[] Offer(RingHarness h, int count) =>
+        [.. Enumerable.Range(0, count).Select(_ => h.Driver.Add(new DriverBuffer(h.Memory.Allocate(64), 60, false)))];
+
+    private static int TakeAll(RingHarness h, int count)
+    {
+        var taker = new RecordingTaker([], -1);
+        return h.Queue.Take(ref taker, count);
+    }
+
+    /// <summary>
+    /// Full Takes hold their buffers; the first Take that finds the ring dry returns all of them, in order, with
+    /// one used descriptor (the in-order driver expands it), and interrupts once.
+    /// </summary>
+    [Fact]
+    public void HeldTakesComeBackWhenTheRingRunsDry()
+    {
+        using var h = HoldingRing();
+        var ids = new List<ushort>();
+        for (int round = 0; round < 3; round++)
+        {
+            ids.AddRange(Offer(h, 8));
+            Assert.Equal(8, TakeAll(h, 8));
+            Assert.Empty(Drain(h));
+        }
+        Assert.Equal(0, h.Interrupts);
+        Assert.Equal(0, TakeAll(h, 8));
+        Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
+        Assert.Equal(1, h.Interrupts);
+    }
+
+    /// <summary>A Take that gets less than it asked for returns everything at once, held buffers included.</summary>
+    [Fact]
+    public void AShortTakeReturnsWhatIsHeldWithIt()
+    {
+        using var h = HoldingRing();
+        var ids = Offer(h, 8).Concat(Offer(h, 5)).ToArray();
+        Assert.Equal(8, TakeAll(h, 8));
+        Assert.Equal(5, TakeAll(h, 8));
+        Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
+    }
+
+    /// <summary>Holding stops at three quarters of the ring, here 48 of 64, and the laps that follow keep the count.</summary>
+    [Fact]
+    public void HoldingStopsAtThreeQuartersOfTheRing()
+    {
+        using var h = HoldingRing(size: 64);
+        for (int lap = 0; lap < 4; lap++)
+        {
+            var ids = new List<ushort>();
+            for (int i = 0; i < 5; i++)
+            {
+                ids.AddRange(Offer(h, 8));
+                Assert.Equal(8, TakeAll(h, 8));
+                Assert.Empty(Drain(h));
+            }
+            ids.AddRange(Offer(h, 8));
+            Assert.Equal(8, TakeAll(h, 8));
+            Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
+        }
+    }
+
+    /// <summary>GET_VRING_BASE (Stop) and a chain completed through Pop never leave held buffers behind or out of order.</summary>
+    [Fact]
+    public void StopAndThePopPathReturnHeldBuffersFirst()
+    {
+        using (var h = HoldingRing())
+        {
+            var ids = Offer(h, 8);
+            Assert.Equal(8, TakeAll(h, 8));
+            h.Queue.Stop();
+            Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
+        }
+        using (var h = HoldingRing())
+        {
+            var ids = Offer(h, 8);
+            Assert.Equal(8, TakeAll(h, 8));
+            ushort chain = h.Driver.Add(new DriverBuffer(h.Memory.Allocate(16), 12, false), new DriverBuffer(h.Memory.Allocate(64), 60, false));
+            h.PopOneAndComplete();
+            Assert.Equal([.. ids.Select(id => new UsedElement(id, 0)), new UsedElement(chain, 0)], Drain(h));
+        }
+        using (var h = HoldingRing())
+        {
+            var ids = Offer(h, 8);
+            Assert.Equal(8, TakeAll(h, 8));
+            h.Queue.ReturnHeldTaken();
+            Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
+            // switched off with nothing held: each Take returns its own batch again
+            h.Queue.HoldTakenReturns = false;
+            var more = Offer(h, 8);
+            Assert.Equal(8, TakeAll(h, 8));
+            Assert.Equal(more.Select(id => new UsedElement(id, 0)), Drain(h));
+        }
+    }
 }

@@ -18,7 +18,7 @@ internal sealed class RingHarness : IDisposable, IGuestNotifier
     public const ulong Base = 0x10_0000;
     private readonly GuestMemoryRegion _region;
 
-    public RingHarness(bool packed, ushort size = 64, bool eventIdx = false, bool indirect = true, uint? vringBase = null)
+    public RingHarness(bool packed, ushort size = 64, bool eventIdx = false, bool indirect = true, uint? vringBase = null, bool inOrder = false)
     {
         Memory = new FrontEndMemory();
         var fr = Memory.AddRegion(Base, 4 << 20);
@@ -43,13 +43,15 @@ internal sealed class RingHarness : IDisposable, IGuestNotifier
         Queue = new Virtqueue(0, NullLogger.Instance, this);
         Queue.SetFeatures((packed ? VirtioFeature.Bit(VirtioFeature.RingPacked) : 0)
             | (eventIdx ? VirtioFeature.Bit(VirtioFeature.RingEventIdx) : 0)
-            | (indirect ? VirtioFeature.Bit(VirtioFeature.RingIndirectDesc) : 0));
+            | (indirect ? VirtioFeature.Bit(VirtioFeature.RingIndirectDesc) : 0)
+            | (inOrder ? VirtioFeature.Bit(VirtioFeature.InOrder) : 0));
         Assert.Null(Queue.SetSize(size));
         Queue.SetAddress(Setup.Address);
         Assert.Null(Queue.SetBase(vringBase ?? (packed ? 0x8000u : 0u)));
         Queue.Enabled = true;
         Assert.Null(Queue.Start(Guest));
         Driver = DriverRing.Create(Setup, Memory);
+        if (inOrder && packed) Packed.InOrder = true;
     }
 
     public FrontEndMemory Memory { get; }
