@@ -158,7 +158,7 @@ public sealed partial class Virtqueue
     /// used descriptor is written once three quarters of the ring are held instead of once per Take. A Take that
     /// comes up short (the ring ran dry), any other used write, disabling the ring and GET_VRING_BASE return
     /// them at once. Off by default; Vhost.Net sets it on transmit queues. Why: each used descriptor we write is a
-    /// ring line the driver must fetch back from our cache before it reuses it, and fewer of them measured 2-7 %
+    /// ring line the driver must fetch back from our cache before it reuses it, and fewer of them measured 2-5 %
     /// faster for DPDK's virtio-user (docs/benchmarks.md, tenth session).
     /// </summary>
     public bool HoldTakenReturns { get; set; }

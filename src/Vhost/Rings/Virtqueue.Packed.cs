@@ -379,8 +379,12 @@ public sealed partial class Virtqueue
             return 0;
         }
         if (TuningTakenLines) _evictTuner.Count(n);
-        if (hold)
+        _usedIdx = (ushort)u;
+        _usedWrap = wrap;
+        if (oneUsed)
         {
+            // VIRTIO_F_IN_ORDER: one used descriptor with the last buffer's id returns the batch (see FlushPacked),
+            // joined to what is held
             if (_heldCount == 0)
             {
                 _heldFirst = (ushort)first;
@@ -388,23 +392,12 @@ public sealed partial class Virtqueue
             }
             _heldCount += n;
             _heldLastId = lastId;
-            _usedIdx = (ushort)u;
-            _usedWrap = wrap;
             // a Take that got all it asked for means the driver keeps the ring busy, so the return can wait for
             // the next one; anything short of that (the ring ran dry, or a buffer Pop must handle) returns at once
-            if (n < count || _heldCount >= Size - Size / 4) ReturnHeld();
+            if (!hold || n < count || _heldCount >= Size - Size / 4) ReturnHeld();
             return n;
         }
-        if (oneUsed)
-        {
-            // VIRTIO_F_IN_ORDER: one used descriptor with the last buffer's id returns the batch (see FlushPacked)
-            ref var used = ref _desc.Ref<RawDescriptor>((nuint)first * 16);
-            used.Len = 0;
-            used.Word12 = lastId;
-        }
         Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
-        _usedIdx = (ushort)u;
-        _usedWrap = wrap;
         InterruptIfAskedPacked(old);
         return n;
     }
