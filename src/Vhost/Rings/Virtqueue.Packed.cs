@@ -328,9 +328,10 @@ public sealed partial class Virtqueue
         {
             // look a few buffers ahead (their descriptors read and translated together) before taking them:
             // one loop taking each buffer straight after its descriptor ran fewer instructions but measured 8 %
-            // slower for the front-end on the low level (docs/benchmarks.md, eighth session). Their data lines
-            // are not prefetched: pulling up to sixteen of the front-end's freshly written lines at once
-            // measured 3-7 % slower for it on the low level (seventh session)
+            // slower for the front-end on the low level (docs/benchmarks.md, eighth session). Each buffer's
+            // first lines are prefetched as soon as it is translated: since line eviction made the front-end
+            // faster, on the low level we are the side it waits for (it drops 40 % of the frames it builds on a
+            // full ring), and overlapping the eight transfers took 22 % more frames (eleventh session)
             int k = 0, slot = _lastAvail;
             bool availWrap = _availWrap;
             while (k < ahead.Length && n + k < count)
@@ -342,6 +343,7 @@ public sealed partial class Virtqueue
                 var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
                 if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
                 aheadId[k] = d.Word12;
+                ahead[k].Prefetch();
                 k++;
                 if (++slot == Size)
                 {
