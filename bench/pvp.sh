@@ -13,7 +13,7 @@
 # front-end's per-second rate, kept when it lies wholly inside a turn after the turn's first 4 s
 # (reconnection and warm-up). Reported: the median of each back-end's samples, their ratio, and the median
 # of the ratios of neighbouring turns (ours over DPDK), which compares the two under the same conditions.
-# The rate also sits on one of two levels, about 6-11 and 13-23 Mpps, switched by the host (vCPU placement) for
+# The rate also sits on one of two levels, about 5-11 and 13-23 Mpps, switched by the host (vCPU placement) for
 # seconds to minutes with either back-end, so each back-end's samples are also split at PVP_LEVEL (default
 # 12.5 Mpps; it was 10.5 until our dequeue's low level reached 10-11 Mpps with line eviction): the median of
 # each level, the low levels' ratio, and the share of samples on the high level.
