@@ -127,9 +127,12 @@ public sealed class PacketPool : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ref PacketMeta MetaOf(int index) => ref _meta[index];
 
-    /// <summary>The first data byte of a buffer (the destination MAC's group bit), without making a span.</summary>
+    /// <summary>
+    /// A buffer's first eight bytes, little-endian, without making a span: the destination MAC is the low six.
+    /// Every buffer has at least 64 bytes of room, so this stays inside it whatever the frame's length.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal byte FirstByteOf(int index) => _data.Ref<byte>((nuint)index * (nuint)DataRoom);
+    internal ulong HeadOf(int index) => _data.ReadUnaligned<ulong>((nuint)index * (nuint)DataRoom);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal Span<byte> DataOf(int index) => _data.Span((nuint)index * (nuint)DataRoom, DataRoom);

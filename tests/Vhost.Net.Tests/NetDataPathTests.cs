@@ -101,17 +101,21 @@ public sealed class NetDataPathTests
         mcast[0] = 0x01;
         var bcast = Frame(64);
         bcast.AsSpan(0, 6).Fill(0xff);
-        var frames = new[] { Frame(60), Frame(64), mcast, bcast, Frame(1000) };
+        // a group address one bit short of broadcast, with a source of all ones: multicast, not broadcast
+        var nearly = Frame(200);
+        nearly.AsSpan(0, 12).Fill(0xff);
+        nearly[5] = 0xfe;
+        var frames = new[] { Frame(60), Frame(64), mcast, bcast, Frame(1000), nearly };
         foreach (var _ in frames) n.Rx.Add(new DriverBuffer(n.Setup.Memory.Allocate(2048, 64), 2048, true));
         var pkts = new Packet[frames.Length];
         for (int i = 0; i < pkts.Length; i++) Assert.True(pool.TryCreate(frames[i], out pkts[i]));
         Assert.Equal(frames.Length, VirtioNet.EnqueueBurst(n.Dev, 0, pkts));
         var st = VirtioNet.Stats(n.Dev, 0);
-        Assert.Equal(5, st.Packets);
-        Assert.Equal(60 + 64 + 100 + 64 + 1000, st.Bytes);
-        Assert.Equal(1, st.Multicast);
+        Assert.Equal(6, st.Packets);
+        Assert.Equal(60 + 64 + 100 + 64 + 1000 + 200, st.Bytes);
+        Assert.Equal(2, st.Multicast);
         Assert.Equal(1, st.Broadcast);
-        Assert.Equal([3, 1, 0, 0, 1, 0, 0], st.SizeBins);
+        Assert.Equal([3, 1, 1, 0, 1, 0, 0], st.SizeBins);
         pool.Free(pkts);
     }
 

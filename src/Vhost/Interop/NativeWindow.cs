@@ -53,6 +53,14 @@ public readonly unsafe struct NativeWindow
         return ref Unsafe.AsRef<T>(_base + offset);
     }
 
+    /// <summary>A value at <paramref name="offset"/>, whatever its alignment, bounds-checked like <see cref="Ref{T}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public T ReadUnaligned<T>(nuint offset) where T : unmanaged
+    {
+        if (offset > _length || (nuint)sizeof(T) > _length - offset) ThrowOutOfRange();
+        return Unsafe.ReadUnaligned<T>(_base + offset);
+    }
+
     /// <summary>
     /// Hints the CPU to start loading the window's first cache lines. Guest buffers were last touched by the
     /// front-end's core; asking for them while earlier packets are copied hides that transfer.
