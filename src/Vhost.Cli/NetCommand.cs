@@ -155,6 +155,7 @@ internal sealed class NetForwarder : IDisposable
         }
         VhostDevice? started = null;
         long sendFrom = 0;
+        int drainTick = 0;
         while (!_stop.IsCancellationRequested)
         {
             var dev = port.Device;
@@ -184,9 +185,14 @@ internal sealed class NetForwarder : IDisposable
                     if (_txLimit > 0) want = (int)Math.Min(want, _txLimit - port.TxPackets);
                     int sent = want > 0 ? VirtioNet.EnqueueBurst(dev, 2 * qp, template.AsSpan(0, want)) : 0;
                     if (sent > 0) { idle = false; port.CountTx(template.AsSpan(0, sent)); }
-                    // txonly never receives: drain and drop what the guest sends
-                    int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
-                    pool.Free(burst.AsSpan(0, d));
+                    // txonly never receives: drain and drop what the guest sends, when the guest's ring had no room
+                    // or every sixteenth pass: polling the empty queue after every full burst was about 5 % of the
+                    // back-end's samples in a profile of enqueue at 19 Mpps
+                    if (sent < want || (++drainTick & 15) == 0)
+                    {
+                        int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+                        pool.Free(burst.AsSpan(0, d));
+                    }
                     continue;
                 }
                 int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
