@@ -72,7 +72,8 @@ public sealed class PacketPool : IDisposable
         if (dataRoom < 64) throw new ArgumentOutOfRangeException(nameof(dataRoom));
         DataRoom = dataRoom;
         Count = count;
-        _memory = new NativeBuffer((nuint)count * (nuint)dataRoom);
+        Stride = Spread(dataRoom);
+        _memory = new NativeBuffer((nuint)count * (nuint)Stride);
         _data = _memory.Window;
         _meta = new PacketMeta[count];
         _free = new int[count];
@@ -81,6 +82,19 @@ public sealed class PacketPool : IDisposable
     }
 
     public int DataRoom { get; }
+
+    /// <summary>Bytes from one buffer's start to the next's: the data room rounded up to an odd number of cache lines.</summary>
+    public int Stride { get; }
+
+    // Buffers an even number of lines apart put their first lines into few L1 sets: 2048 bytes apart, every
+    // other buffer is 4 KiB from the last, and a burst of 32 frames shares two sets of an 8-way cache, so the
+    // copy and the counting of each burst missed L1 on every frame. An odd number of lines spreads a burst
+    // over as many sets as it has buffers, which is what DPDK's mempool does with its objects' size.
+    private static int Spread(int dataRoom)
+    {
+        int lines = (dataRoom + 63) / 64;
+        return (lines | 1) * 64;
+    }
 
     public int Count { get; }
 
@@ -132,10 +146,10 @@ public sealed class PacketPool : IDisposable
     /// Every buffer has at least 64 bytes of room, so this stays inside it whatever the frame's length.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal ulong HeadOf(int index) => _data.ReadUnaligned<ulong>((nuint)index * (nuint)DataRoom);
+    internal ulong HeadOf(int index) => _data.ReadUnaligned<ulong>((nuint)index * (nuint)Stride);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal Span<byte> DataOf(int index) => _data.Span((nuint)index * (nuint)DataRoom, DataRoom);
+    internal Span<byte> DataOf(int index) => _data.Span((nuint)index * (nuint)Stride, DataRoom);
 
     /// <summary>Makes a packet of <paramref name="frame"/>, chaining buffers when it is larger than one.</summary>
     public bool TryCreate(ReadOnlySpan<byte> frame, out Packet packet)
