@@ -45,7 +45,7 @@ public sealed class NetQueueStats
             else SizeBins[Bin(length)]++;
             ulong head = pool.HeadOf(index);
             group += (long)(head & 1);
-            broadcast += (head << 16) == 0xFFFF_FFFF_FFFF_0000 ? 1 : 0;
+            broadcast += IsBroadcast(head) ? 1 : 0;
         }
         Packets += packets.Length;
         Bytes += bytes;
@@ -60,17 +60,18 @@ public sealed class NetQueueStats
     private static int Bin(int length) =>
         length <= 64 ? 0 : length <= 127 ? 1 : length <= 255 ? 2 : length <= 511 ? 3 : length <= 1023 ? 4 : length <= 1518 ? 5 : 6;
 
-    private static bool IsBroadcast(ReadOnlySpan<byte> f) =>
-        f.Length >= 6 && f[0] == 0xff && f[1] == 0xff && f[2] == 0xff && f[3] == 0xff && f[4] == 0xff && f[5] == 0xff;
+    /// <summary>Whether a buffer's first eight bytes (<see cref="PacketPool.HeadOf"/>) start with ff:ff:ff:ff:ff:ff.</summary>
+    private static bool IsBroadcast(ulong head) => (head << 16) == 0xFFFF_FFFF_FFFF_0000;
 
-    internal void Count(ReadOnlySpan<byte> frameStart, int length)
+    /// <summary>Counts one frame the general path moved; <paramref name="head"/> is its buffer's <see cref="PacketPool.HeadOf"/>.</summary>
+    internal void Count(ulong head, int length)
     {
         Packets++;
         Bytes += length;
         SizeBins[Bin(length)]++;
-        if (frameStart.Length >= 6 && (frameStart[0] & 1) != 0)
+        if ((head & 1) != 0)
         {
-            if (IsBroadcast(frameStart)) Broadcast++;
+            if (IsBroadcast(head)) Broadcast++;
             else Multicast++;
         }
     }

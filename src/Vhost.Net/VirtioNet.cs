@@ -144,7 +144,7 @@ public static class VirtioNet
                 m.HeaderLength = meta.HeaderLength;
                 m.CsumStart = meta.CsumStart;
                 m.CsumOffset = meta.CsumOffset;
-                st.Stats.Count(p.Data, frameLen);
+                st.Stats.Count(p.Pool.HeadOf(p.Index), frameLen);
                 packets[produced++] = p;
             }
             q.FlushUsed();
@@ -232,7 +232,7 @@ public static class VirtioNet
                 for (int b = p.Index; b >= 0; b = p.Pool.MetaOf(b).Next)
                     w.Write(p.Pool.DataOf(b)[..p.Pool.MetaOf(b).DataLength]);
                 w.Finish();
-                st.Stats.Count(p.Data, len);
+                st.Stats.Count(p.Pool.HeadOf(p.Index), len);
                 next = k;
             }
             if (next < have)
