@@ -31,6 +31,7 @@ cases=("$@")
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${PVP_OUT:-/tmp/pvp-samples}
 level=${PVP_LEVEL:-12.5}
+skip=${PVP_SKIP:-4}
 mkdir -p "$out"
 command -v dpdk-testpmd >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk-dev >/dev/null; }
@@ -73,9 +74,9 @@ measure() {
   for _ in $(seq 100); do pgrep -f -- "--file-prefix=$prefix" >/dev/null || break; sleep 0.1; done
   # testpmd prints the rate over the interval since its previous line (about a second, longer when its
   # main thread waits for CPU 1)
-  awk -v key="$key:" 'NR == FNR {who[NR] = $1; from[NR] = $2; to[NR] = $3; n = NR; next}
+  awk -v key="$key:" -v skip="$skip" 'NR == FNR {who[NR] = $1; from[NR] = $2; to[NR] = $3; n = NR; next}
     $0 ~ key {start = prev ? prev : $1 - 1; prev = $1
-      if ($3 > 0) for (i = 1; i <= n; i++) if (start >= from[i] + 4 && $1 <= to[i]) print i, who[i], $3}' \
+      if ($3 > 0) for (i = 1; i <= n; i++) if (start >= from[i] + skip && $1 <= to[i]) printf "%d %s %s %.1f\n", i, who[i], $3, $1 - from[i]}' \
     "$w/turns" "$w/frontend.log" >"$file"
   rm -rf "$w"
 }
