@@ -10,8 +10,8 @@
 # apart (testpmd's start-up) compare placements more than back-ends. Here the front-end runs the whole time
 # in virtio-user's server mode and the two back-ends take turns as vhost-user clients, HOLD seconds each
 # (default 10), REPS turns each (default 6), DPDK's first. A sample is the
-# front-end's per-second rate, kept when it lies wholly inside a turn after the turn's first 4 s
-# (reconnection and warm-up). Reported: the median of each back-end's samples, their ratio, and the median
+# front-end's per-second rate, kept when it lies wholly inside a turn after the turn's first PVP_SKIP
+# seconds (default 4: reconnection and warm-up); the sample files also give each sample's offset in its turn. Reported: the median of each back-end's samples, their ratio, and the median
 # of the ratios of neighbouring turns (ours over DPDK), which compares the two under the same conditions.
 # The rate also sits on one of two levels, about 5-11 and 13-23 Mpps, switched by the host (vCPU placement) for
 # seconds to minutes with either back-end, so each back-end's samples are also split at PVP_LEVEL (default
