@@ -43,7 +43,8 @@ public sealed class NetQueueStats
             bytes += length;
             if (length <= 64) small++;
             else SizeBins[Bin(length)]++;
-            ulong head = pool.HeadOf(index);
+            // a frame shorter than an address has none: the buffer's first bytes are left over from its last use
+            ulong head = length >= 6 ? pool.HeadOf(index) : 0;
             group += (long)(head & 1);
             broadcast += IsBroadcast(head) ? 1 : 0;
         }
@@ -69,7 +70,7 @@ public sealed class NetQueueStats
         Packets++;
         Bytes += length;
         SizeBins[Bin(length)]++;
-        if ((head & 1) != 0)
+        if (length >= 6 && (head & 1) != 0)
         {
             if (IsBroadcast(head)) Broadcast++;
             else Multicast++;
