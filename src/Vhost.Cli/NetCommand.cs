@@ -27,6 +27,11 @@ internal static class NetCommand
         {
             Description = "txonly: seconds to wait after a port's device is ready before sending (a front-end may discard what arrives while it starts)",
         };
+        var startOnKick = new Option<bool>("--start-on-kick")
+        {
+            Description = "txonly: send on a receive queue only after the front-end has kicked it since its device was ready "
+                + "(DPDK's virtio driver kicks each receive queue when it starts the port, after discarding what its rings held)",
+        };
         var eviction = new Option<LineEviction>("--line-eviction")
         {
             Description = "flush received frames' cache lines after copying them: Off, Tuned (when measured faster) or Always",
@@ -34,7 +39,7 @@ internal static class NetCommand
         };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, eviction,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction,
         };
         cmd.SetAction(r =>
         {
@@ -48,7 +53,7 @@ internal static class NetCommand
             using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
                 .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
             using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count),
-                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))));
+                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
@@ -69,12 +74,14 @@ internal sealed class NetForwarder : IDisposable
 
     private readonly long _txLimit;
     private readonly TimeSpan _startDelay;
+    private readonly bool _startOnKick;
 
     public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
-        TimeSpan startDelay = default)
+        TimeSpan startDelay = default, bool startOnKick = false)
     {
         _txLimit = txLimit;
         _startDelay = startDelay;
+        _startOnKick = startOnKick;
         _mode = mode;
         _pairs = Math.Max(1, pairs);
         _txSize = Math.Clamp(txSize, 60, 9000);
@@ -155,6 +162,7 @@ internal sealed class NetForwarder : IDisposable
         }
         VhostDevice? started = null;
         long sendFrom = 0;
+        var kicked = new bool[_pairs];
         int drainTick = 0;
         while (!_stop.IsCancellationRequested)
         {
@@ -168,9 +176,11 @@ internal sealed class NetForwarder : IDisposable
             {
                 started = dev;
                 sendFrom = Environment.TickCount64 + (long)_startDelay.TotalMilliseconds;
+                Array.Fill(kicked, !_startOnKick);
             }
             // DPDK's virtio driver fills its receive rings, then discards whatever is already used in them
-            // (virtio_dev_start), and that happens after the device is ready here: an exact count needs the wait
+            // (virtio_dev_start), and that happens after the device is ready here: an exact count needs a wait,
+            // which --start-on-kick ties to the kick that follows the discard
             if (_mode == "txonly" && Environment.TickCount64 < sendFrom)
             {
                 Thread.Sleep(1);
@@ -181,6 +191,7 @@ internal sealed class NetForwarder : IDisposable
             {
                 if (_mode == "txonly")
                 {
+                    if (!kicked[qp] && !(kicked[qp] = WasKicked(dev, 2 * qp))) continue;
                     int want = template.Length;
                     if (_txLimit > 0) want = (int)Math.Min(want, _txLimit - port.TxPackets);
                     int sent = want > 0 ? VirtioNet.EnqueueBurst(dev, 2 * qp, template.AsSpan(0, want)) : 0;
@@ -222,6 +233,23 @@ internal sealed class NetForwarder : IDisposable
             backoff.After(idle);
         }
         foreach (var t in template) if (!t.IsNull) pool.Free(t);
+    }
+
+    /// <summary>
+    /// Whether the front-end has kicked the queue since the last look (clearing the count). A queue without a kick fd
+    /// will never be kicked, so it counts as kicked; a fd closed under us (the device going away) as not.
+    /// </summary>
+    private static bool WasKicked(VhostDevice dev, int queue)
+    {
+        if (dev.Queues[queue].KickFd is not { } fd) return true;
+        try
+        {
+            return Vhost.Interop.Poll.WaitReadable(fd, 0) && Vhost.Interop.EventFd.Consume(fd) > 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
     }
 
     /// <summary>A MAC-learning switch between every port (DPDK examples/vhost): one thread, so no locks.</summary>

@@ -30,13 +30,14 @@ public sealed class NetInteropTests(ITestOutputHelper output)
     public void EnqueueToTestpmdCountsAgree(bool packed, bool mrg, bool inOrder, int queues, int size)
     {
         // an exact count: the generator stops after N frames but stays connected, so testpmd drains every ring.
-        // It starts a second after the device is ready, because testpmd's virtio driver discards whatever is in
-        // its receive rings when it starts the port, which is after the device is ready here (virtio_dev_start).
+        // It sends on a queue only once testpmd has kicked it: testpmd's virtio driver discards whatever is in its
+        // receive rings when it starts the port, after the device is ready here, and kicks each one after that
+        // (virtio_dev_start); a fixed delay was a guess that lost a burst now and then.
         const long N = 200_000;
         using var dir = new PeerTempDir("net");
         var sock = dir.File("vh.sock");
         using var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", $"{size}", "--queues", $"{queues}", "--count", $"{N}",
-            "--start-delay", "1");
+            "--start-on-kick");
         using var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions
         {
             ForwardMode = "rxonly", Packed = packed, MergeableRx = mrg, InOrder = inOrder, Queues = queues, MainLcore = 1,
@@ -115,7 +116,7 @@ public sealed class NetInteropTests(ITestOutputHelper output)
         // host to guest: 9000-byte frames spread over 2 KiB guest buffers (mergeable); an exact count, as above
         const long N = 20_000;
         var sock = dir.File("in.sock");
-        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000", "--count", $"{N}", "--start-delay", "1"))
+        using (var tool = VhostTool.StartNet(dir, "txonly", [sock], "--txpkts", "9000", "--count", $"{N}", "--start-on-kick"))
         using (var tp = Testpmd.StartVirtioUser(sock, dir, new TestpmdOptions { ForwardMode = "rxonly", Packed = packed, MainLcore = 1, ExtraArgs = jumbo }))
         {
             tool.WaitReady();
