@@ -119,6 +119,38 @@ public sealed class NetDataPathTests
         pool.Free(pkts);
     }
 
+    /// <summary>
+    /// A frame shorter than a MAC address has no destination to classify: its buffer's next bytes are whatever the
+    /// buffer held before, here the tail of a broadcast address, and must not count it as broadcast or multicast.
+    /// One guest buffer takes the fast path (CountBurst), a header-and-data chain the general one (Count).
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void EnqueueDoesNotClassifyARuntByItsBuffersStaleBytes(bool packed, bool chainedGuestBuffer)
+    {
+        using var n = new Net(packed);
+        using var pool = new PacketPool(1);
+        var bcast = Frame(64);
+        bcast.AsSpan(0, 6).Fill(0xff);
+        Assert.True(pool.TryCreate(bcast, out var old));
+        pool.Free(old);
+        // the pool's only buffer again: four bytes rewritten, the fifth and sixth still ff
+        Assert.True(pool.TryCreate([0xff, 0xff, 0xff, 0xff], out var runt));
+        var mem = n.Setup.Memory;
+        if (chainedGuestBuffer)
+            n.Rx.Add(new DriverBuffer(mem.Allocate(12, 16), 12, true), new DriverBuffer(mem.Allocate(2048, 64), 2048, true));
+        else
+            n.Rx.Add(new DriverBuffer(mem.Allocate(2048, 64), 2048, true));
+        Assert.Equal(1, VirtioNet.EnqueueBurst(n.Dev, 0, [runt]));
+        Assert.Equal(16u, n.Rx.WaitUsed(T).Length);
+        var st = VirtioNet.Stats(n.Dev, 0);
+        Assert.Equal((1L, 4L, 0L, 0L), (st.Packets, st.Bytes, st.Multicast, st.Broadcast));
+        pool.Free(runt);
+    }
+
     [Fact]
     public void LyingHeadersAreDroppedAndCounted()
     {
