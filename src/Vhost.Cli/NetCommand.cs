@@ -29,8 +29,9 @@ internal static class NetCommand
         };
         var startOnKick = new Option<bool>("--start-on-kick")
         {
-            Description = "txonly: send on a receive queue only after the front-end has kicked it since its device was ready "
-                + "(DPDK's virtio driver kicks each receive queue when it starts the port, after discarding what its rings held)",
+            Description = "txonly: send on a receive queue only after the front-end has kicked it since its device was ready. "
+                + "For DPDK's virtio driver, which kicks each receive queue once when it starts the port, after discarding what "
+                + "its rings held; a driver that honours the no-kick flag this tool sets may never kick",
         };
         var eviction = new Option<LineEviction>("--line-eviction")
         {
