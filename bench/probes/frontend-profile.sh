@@ -4,7 +4,8 @@
 # for the back-end, the default) or rxonly (enqueue) runs in server mode the whole time, as in bench/pvp.sh;
 # DPDK's net_vhost and `vhost net` take turns as its back-end (DPDK first), and during each turn `perf record`
 # samples CPU 0, where the front-end forwards, for 8 s after 7 s of warm-up. With PROFILE_BACKEND=1 it
-# samples both CPUs, the back-end's too (ours with its JIT-compiled methods named through a perf map, which needs W^X off). Then frontend-profile.py OUTDIR turns the samples into
+# samples both CPUs, the back-end's too (ours with its JIT-compiled methods named through a perf map, which
+# needs W^X off). Then frontend-profile.py OUTDIR turns the samples into
 # nanoseconds per frame per instruction address, each back-end's turns averaged, low and high level apart.
 # The Debian testpmd has no symbols, so addresses are given; objdump -d on the binary shows what they are.
 # Written here because perf alone cannot tie a sample share to the rate of the turn it was taken in.

@@ -98,7 +98,7 @@ internal sealed class BlkQueueWorker : IDisposable
             else Thread.Sleep(timeout == 0 ? 1 : 10);
             if (_stopping) break;
             // read both: the kick counter must be cleared or poll would spin, completions are drained below
-            if (kick != null && _queue.IsReady && Poll.WaitReadable(kick, 0)) EventFd.Consume(kick);
+            if (kick != null && _queue.IsReady) EventFd.TryConsume(kick);
             if (_completionFd != null) EventFd.Consume(_completionFd);
             long before = GC.GetAllocatedBytesForCurrentThread();
             Service();

@@ -245,7 +245,7 @@ internal sealed class NetForwarder : IDisposable
         if (dev.Queues[queue].KickFd is not { } fd) return true;
         try
         {
-            return Vhost.Interop.Poll.WaitReadable(fd, 0) && Vhost.Interop.EventFd.Consume(fd) > 0;
+            return Vhost.Interop.EventFd.TryConsume(fd) > 0;
         }
         catch (ObjectDisposedException)
         {

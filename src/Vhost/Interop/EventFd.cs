@@ -23,4 +23,10 @@ public static unsafe class EventFd
         ulong v = 0;
         return Libc.read(fd, &v, 8) == 8 ? v : 0;
     }
+
+    /// <summary>
+    /// Reads and clears the counter if it is above zero, without blocking even on a blocking fd (a front-end's
+    /// kick fd may be one): 0 if nothing was signalled.
+    /// </summary>
+    public static ulong TryConsume(SafeFd fd) => Poll.WaitReadable(fd, 0) ? Consume(fd) : 0;
 }
