@@ -138,36 +138,37 @@ internal sealed partial class BlkRequestProcessor
             LogBadRequest(_logger, queue, id, 0, "more discard/write-zeroes segments than advertised");
             return BlkStatus.Unsupp;
         }
-        Span<byte> range = stackalloc byte[BlkWire.RangeSize];
+        // the guest may rewrite the ranges while we work: copy them once, then check and apply only the copy
+        Span<byte> ranges = stackalloc byte[(int)count * BlkWire.RangeSize];
+        if (!Gather(readable, BlkWire.HeaderSize, ranges))
+            return Invalid(stats, queue, id, 0, "discard/write-zeroes ranges shorter than the payload");
         // every range is checked before any is applied: a bad request changes nothing
-        for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < ranges.Length; i += BlkWire.RangeSize)
         {
-            for (long i = 0; i < count; i++)
+            ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(ranges[i..]);
+            uint sectors = BinaryPrimitives.ReadUInt32LittleEndian(ranges[(i + 8)..]);
+            uint flags = BinaryPrimitives.ReadUInt32LittleEndian(ranges[(i + 12)..]);
+            if ((discard && flags != 0) || (flags & ~BlkWire.RangeFlagUnmap) != 0)
             {
-                Gather(readable, BlkWire.HeaderSize + i * BlkWire.RangeSize, range);
-                ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(range);
-                uint sectors = BinaryPrimitives.ReadUInt32LittleEndian(range[8..]);
-                uint flags = BinaryPrimitives.ReadUInt32LittleEndian(range[12..]);
-                if (pass == 0)
-                {
-                    if ((discard && flags != 0) || (flags & ~BlkWire.RangeFlagUnmap) != 0)
-                    {
-                        Interlocked.Increment(ref stats._invalid);
-                        LogBadRequest(_logger, queue, id, sector, "discard/write-zeroes flags not allowed");
-                        return BlkStatus.Unsupp;
-                    }
-                    if (sectors > maxSectors)
-                        return Invalid(stats, queue, id, sector, "discard/write-zeroes range above the advertised maximum");
-                    if (sector > _capacitySectors || sectors > _capacitySectors - sector)
-                        return Invalid(stats, queue, id, sector, "sector range beyond capacity");
-                    continue;
-                }
-                long offset = (long)(sector << BlkWire.SectorShift), length = (long)sectors << BlkWire.SectorShift;
-                int e = discard ? _storage.Discard(offset, length)
-                    : _storage.WriteZeroes(offset, length, (flags & BlkWire.RangeFlagUnmap) != 0);
-                if (e == 0 && !discard && !_blk.WritebackCache) e = _storage.Flush();
-                if (e != 0) return IoError(stats, queue, type, sector, e);
+                Interlocked.Increment(ref stats._invalid);
+                LogBadRequest(_logger, queue, id, sector, "discard/write-zeroes flags not allowed");
+                return BlkStatus.Unsupp;
             }
+            if (sectors > maxSectors)
+                return Invalid(stats, queue, id, sector, "discard/write-zeroes range above the advertised maximum");
+            if (sector > _capacitySectors || sectors > _capacitySectors - sector)
+                return Invalid(stats, queue, id, sector, "sector range beyond capacity");
+        }
+        for (int i = 0; i < ranges.Length; i += BlkWire.RangeSize)
+        {
+            ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(ranges[i..]);
+            uint sectors = BinaryPrimitives.ReadUInt32LittleEndian(ranges[(i + 8)..]);
+            uint flags = BinaryPrimitives.ReadUInt32LittleEndian(ranges[(i + 12)..]);
+            long offset = (long)(sector << BlkWire.SectorShift), length = (long)sectors << BlkWire.SectorShift;
+            int e = discard ? _storage.Discard(offset, length)
+                : _storage.WriteZeroes(offset, length, (flags & BlkWire.RangeFlagUnmap) != 0);
+            if (e == 0 && !discard && !_blk.WritebackCache) e = _storage.Flush();
+            if (e != 0) return IoError(stats, queue, type, sector, e);
         }
         Interlocked.Increment(ref discard ? ref stats._discards : ref stats._writeZeroes);
         return BlkStatus.Ok;

@@ -30,14 +30,18 @@ public sealed class FileDisk : IBlockStorage
 
     public bool IsBlockDevice => _file.IsBlockDevice;
 
-    public int Read(long offset, NativeWindow destination) => _file.ReadAt(destination, offset);
+    public int Read(long offset, NativeWindow destination) =>
+        BlkWire.InRange(offset, (long)destination.Length, Capacity) ? _file.ReadAt(destination, offset) : BlkWire.EInval;
 
-    public int Write(long offset, NativeWindow source) => _file.WriteAt(source, offset);
+    // the file is never written past the disk's capacity, whatever a caller asks
+    public int Write(long offset, NativeWindow source) =>
+        BlkWire.InRange(offset, (long)source.Length, Capacity) ? _file.WriteAt(source, offset) : BlkWire.EInval;
 
     public int Flush() => _file.DataSync();
 
     public int Discard(long offset, long length)
     {
+        if (!BlkWire.InRange(offset, length, Capacity)) return BlkWire.EInval;
         // discard is a hint: a file system that cannot punch holes just keeps the data
         int e = _file.PunchHole(offset, length);
         return e == 0 || _file.IsBlockDevice || e == 95 /* EOPNOTSUPP */ ? 0 : e;
@@ -45,6 +49,7 @@ public sealed class FileDisk : IBlockStorage
 
     public int WriteZeroes(long offset, long length, bool mayUnmap)
     {
+        if (!BlkWire.InRange(offset, length, Capacity)) return BlkWire.EInval;
         int e = mayUnmap ? _file.PunchHole(offset, length) : _file.ZeroRange(offset, length);
         if (e == 0) return 0;
         var zeros = _zeros.Window;

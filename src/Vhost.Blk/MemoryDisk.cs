@@ -32,12 +32,14 @@ public sealed class MemoryDisk : IBlockStorage
 
     public int Read(long offset, NativeWindow destination)
     {
+        if (!BlkWire.InRange(offset, (long)destination.Length, Capacity)) return BlkWire.EInval;
         Copy(_map.Window.Slice((nuint)offset, destination.Length), destination);
         return 0;
     }
 
     public int Write(long offset, NativeWindow source)
     {
+        if (!BlkWire.InRange(offset, (long)source.Length, Capacity)) return BlkWire.EInval;
         Copy(source, _map.Window.Slice((nuint)offset, source.Length));
         return 0;
     }
@@ -48,6 +50,7 @@ public sealed class MemoryDisk : IBlockStorage
 
     public int WriteZeroes(long offset, long length, bool mayUnmap)
     {
+        if (!BlkWire.InRange(offset, length, Capacity)) return BlkWire.EInval;
         var w = _map.Window.Slice((nuint)offset, (nuint)length);
         for (nuint at = 0; at < w.Length; at += Chunk)
             w.Span(at, (int)Math.Min(Chunk, w.Length - at)).Clear();

@@ -69,6 +69,9 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         ArgumentNullException.ThrowIfNull(storage);
         _options = options ?? new VirtioBlkOptions();
         if (_options.Queues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "Queues must be 1..256");
+        // a request's ranges are copied onto the stack once: bounded so the copy stays small
+        if (_options.MaxDiscardSegments is < 1 or > MaxRangeSegments || _options.MaxWriteZeroesSegments is < 1 or > MaxRangeSegments)
+            throw new ArgumentOutOfRangeException(nameof(options), $"discard and write-zeroes segments must be 1..{MaxRangeSegments}");
         Storage = storage;
         _logger = (_options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost.Blk");
         IsReadOnly = _options.ReadOnly || storage.IsReadOnly;
@@ -81,6 +84,9 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         _meter.CreateObservableCounter("vhost.blk.written_bytes", () => TotalStats().WrittenBytes, "By");
         _meter.CreateObservableCounter("vhost.blk.errors", () => TotalStats().IoErrors + TotalStats().Invalid, "{request}");
     }
+
+    /// <summary>The most discard or write-zeroes ranges one request may carry (max_discard_seg's upper bound here).</summary>
+    public const int MaxRangeSegments = 256;
 
     public IBlockStorage Storage { get; }
 

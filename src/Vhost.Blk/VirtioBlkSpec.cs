@@ -72,4 +72,9 @@ internal static class BlkWire
     /// <summary>struct virtio_blk_discard_write_zeroes: u64 sector, u32 num_sectors, u32 flags.</summary>
     public const int RangeSize = 16;
     public const uint RangeFlagUnmap = 1;
+    public const int EInval = 22;
+
+    /// <summary>[offset, offset + length) lies inside a disk of <paramref name="capacity"/> bytes (no overflow).</summary>
+    public static bool InRange(long offset, long length, long capacity) =>
+        offset >= 0 && length >= 0 && offset <= capacity && length <= capacity - offset;
 }
