@@ -123,7 +123,7 @@ internal static class MessageTarget
         finally
         {
             foreach (var fd in fds) fd?.Dispose();
-            device.Close();
+            device.Release();
         }
     }
 
@@ -221,7 +221,7 @@ internal static class MemTableTarget
         finally
         {
             foreach (var fd in fds) fd?.Dispose();
-            device.Close();
+            device.Release();
         }
     }
 

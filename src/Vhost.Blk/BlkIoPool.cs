@@ -8,7 +8,7 @@ namespace Vhost.Blk;
 /// </summary>
 internal sealed class BlkIoPool : IDisposable
 {
-    private readonly MpmcRing<(BlkQueueWorker Worker, int Slot)> _work = new(1 << 16);
+    private readonly MpmcRing<(BlkQueue Worker, int Slot)> _work = new(1 << 16);
     private readonly SafeFd _wake = EventSemaphore.Create();
     private readonly Thread[] _threads;
     private volatile bool _stopping;
@@ -24,7 +24,7 @@ internal sealed class BlkIoPool : IDisposable
     }
 
     /// <summary>False when the ring is full: the caller runs the request itself.</summary>
-    public bool TrySubmit(BlkQueueWorker worker, int slot)
+    public bool TrySubmit(BlkQueue worker, int slot)
     {
         if (!_work.TryEnqueue((worker, slot))) return false;
         EventSemaphore.Post(_wake, 1);

@@ -49,7 +49,7 @@ public sealed class VirtioBlkOptions
 
 /// <summary>
 /// A vhost-user virtio-blk device over an <see cref="IBlockStorage"/>: feature set, config space, and a
-/// thread per queue serving requests (the counterpart of DPDK's examples/vhost_blk, as a library).
+/// handler per queue that the runtime wakes on kicks (the counterpart of DPDK's examples/vhost_blk, as a library).
 /// One instance serves every connection of a socket; devices come and go with the front-end.
 /// </summary>
 public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
@@ -58,7 +58,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     private readonly ILogger _logger;
     private readonly BlkIoPool? _pool;
     private readonly Lock _devicesLock = new();
-    private readonly Dictionary<VhostDevice, BlkQueueWorker[]> _devices = [];
+    // a device's queue handlers live as long as the device (across ring restarts), so work begun before a restart completes after it
+    private readonly Dictionary<VhostDevice, BlkQueue?[]> _devices = [];
     private readonly BlkQueueStats _retired = new();
     private readonly byte[] _id = new byte[BlkWire.IdBytes];
     private readonly Meter _meter;
@@ -147,8 +148,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         lock (_devicesLock)
         {
             total.Add(_retired);
-            foreach (var workers in _devices.Values)
-                foreach (var w in workers) total.Add(w.Stats);
+            foreach (var queues in _devices.Values)
+                foreach (var q in queues) if (q != null) total.Add(q.Stats);
         }
         return total;
     }
@@ -158,48 +159,55 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     {
         get
         {
-            lock (_devicesLock) return _devices.Values.Sum(ws => ws.Sum(w => w.InFlight));
+            lock (_devicesLock) return _devices.Values.Sum(qs => qs.Sum(q => q?.InFlight ?? 0));
         }
     }
 
-    /// <summary>Counters of one queue of the running devices.</summary>
+    /// <summary>Counters of one queue of the connected devices.</summary>
     public BlkQueueStats QueueStats(int queue)
     {
         var total = new BlkQueueStats();
         lock (_devicesLock)
         {
-            foreach (var workers in _devices.Values)
-                foreach (var w in workers)
-                    if (w.QueueIndex == queue) total.Add(w.Stats);
+            foreach (var queues in _devices.Values)
+                if (queue < queues.Length && queues[queue] is { } q) total.Add(q.Stats);
         }
         return total;
     }
 
-    internal BlkQueueWorker[] Workers(VhostDevice device)
+    internal BlkQueue[] Workers(VhostDevice device)
     {
-        lock (_devicesLock) return _devices.TryGetValue(device, out var w) ? w : [];
+        lock (_devicesLock) return _devices.TryGetValue(device, out var q) ? [.. q.Where(x => x != null).Select(x => x!)] : [];
     }
 
     public override bool NewDevice(VhostDevice device)
     {
         int n = Math.Min(device.ConfiguredQueueCount, _options.Queues);
-        var workers = new BlkQueueWorker[n];
-        for (int i = 0; i < n; i++) workers[i] = new BlkQueueWorker(this, device.Queue(i), _pool, _logger);
-        lock (_devicesLock) _devices[device] = workers;
-        foreach (var w in workers) w.Start();
+        BlkQueue?[]? queues;
+        lock (_devicesLock)
+        {
+            if (!_devices.TryGetValue(device, out queues))
+            {
+                queues = new BlkQueue?[_options.Queues];
+                _devices[device] = queues;
+                device.Closed += Forget;
+            }
+            for (int i = 0; i < n; i++) queues[i] ??= new BlkQueue(this, device.Queue(i), _pool, _logger);
+        }
+        for (int i = 0; i < n; i++) device.Serve(i, queues[i]!);
         _logger.LogInformation("blk device {Id}: serving {Queues} queue(s), {Capacity} bytes{Ro}, write {Mode}",
             device.Id, n, Storage.Capacity, IsReadOnly ? " read-only" : "", _writeback ? "back" : "through");
         return true;
     }
 
-    public override void DestroyDevice(VhostDevice device)
+    /// <summary>The device is released (every request it began has completed): its counters join the retired ones.</summary>
+    private void Forget(VhostDevice device)
     {
-        BlkQueueWorker[]? workers;
-        lock (_devicesLock) _devices.Remove(device, out workers);
-        if (workers == null) return;
-        foreach (var w in workers) w.Dispose();
         lock (_devicesLock)
-            foreach (var w in workers) _retired.Add(w.Stats);
+        {
+            if (!_devices.Remove(device, out var queues)) return;
+            foreach (var q in queues) if (q != null) _retired.Add(q.Stats);
+        }
     }
 
     bool IDeviceConfigSpace.Read(VhostDevice device, uint offset, Span<byte> destination)
@@ -256,9 +264,6 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     /// <summary>Stops the I/O threads; the sockets serving this device must be disposed first.</summary>
     public void Dispose()
     {
-        VhostDevice[] devices;
-        lock (_devicesLock) devices = [.. _devices.Keys];
-        foreach (var d in devices) DestroyDevice(d);
         _pool?.Dispose();
         _meter.Dispose();
     }

@@ -74,7 +74,7 @@ public static class VirtioNet
     {
         if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) == 0 || packets.IsEmpty) return 0;
         var q = device.Queue(queueId);
-        if (!q.AccessLock.TryEnter()) return 0;
+        if (!q.TryBeginBurst(out var burst)) return 0;
         try
         {
             if (!q.IsReady) return 0;
@@ -95,20 +95,20 @@ public static class VirtioNet
             for (int look = 0; look < 2; look++)
             {
                 var taker = new TxTaker(packets[produced..], pool, hdrLen);
-                int took = q.Take(ref taker, want);
+                int took = burst.Take(ref taker, want);
                 st.Stats.CountBurst(packets.Slice(produced, took));
                 produced += took;
                 want -= took;
-                if (want == 0 || q.NothingToPop) return produced;
+                if (want == 0 || burst.NothingToPop) return produced;
             }
-            int n = q.Pop(st.Chains.AsSpan(0, want), st.Segments);
+            int n = burst.Pop(st.Chains.AsSpan(0, want), st.Segments);
             if (n == 0) return produced;
             ulong features = device.Features;
             Span<byte> hdr = stackalloc byte[12];
             for (int i = 0; i < n; i++)
             {
                 ref var c = ref st.Chains[i];
-                q.PushUsed(c, 0);
+                burst.PushUsed(c, 0);
                 var segs = new ReadOnlySpan<BufferSegment>(st.Segments, c.SegmentStart, c.ReadableSegments);
                 int frameLen = (int)c.ReadableBytes - hdrLen;
                 if (frameLen < EthHeader)
@@ -147,12 +147,12 @@ public static class VirtioNet
                 st.Stats.Count(p.Pool.HeadOf(p.Index), frameLen);
                 packets[produced++] = p;
             }
-            q.FlushUsed();
+            burst.FlushUsed();
             return produced;
         }
         finally
         {
-            q.AccessLock.Exit();
+            burst.Dispose();
         }
     }
 
@@ -165,7 +165,7 @@ public static class VirtioNet
     {
         if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) != 0 || packets.IsEmpty) return 0;
         var q = device.Queue(queueId);
-        if (!q.AccessLock.TryEnter()) return 0;
+        if (!q.TryBeginBurst(out var burst)) return 0;
         try
         {
             if (!q.IsReady) return 0;
@@ -179,15 +179,15 @@ public static class VirtioNet
             long badBefore = q.BadChains;
             Span<byte> hdr = stackalloc byte[12];
             var filler = new RxFiller(packets, hdrLen, guestCsum, guestTso);
-            int placed = q.Fill(ref filler, packets.Length);
-            if (placed < packets.Length && !q.NothingToPop)
+            int placed = burst.Fill(ref filler, packets.Length);
+            if (placed < packets.Length && !burst.NothingToPop)
             {
                 // as in DequeueBurst: buffers the driver posted just after Fill looked go the fast way too
                 var again = new RxFiller(packets[placed..], hdrLen, guestCsum, guestTso);
-                placed += q.Fill(ref again, packets.Length - placed);
+                placed += burst.Fill(ref again, packets.Length - placed);
             }
             st.Stats.CountBurst(packets[..placed]);
-            if (placed == packets.Length || q.NothingToPop) return placed;
+            if (placed == packets.Length || burst.NothingToPop) return placed;
             for (; placed < packets.Length; placed++)
             {
                 var p = packets[placed];
@@ -196,7 +196,7 @@ public static class VirtioNet
                 if (next == have && have < chains.Length)
                 {
                     // every remaining frame needs at least one chain
-                    PopMore(q, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
+                    PopMore(burst, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
                 }
                 // gather enough chains: one without mergeable buffers, as many as it takes with them
                 int k = next;
@@ -208,7 +208,7 @@ public static class VirtioNet
                         if (have == chains.Length) break;
                         // every remaining frame needs at least one chain; more are popped only when a frame needs them
                         int ask = Math.Max(1, Math.Min(chains.Length - have, packets.Length - placed - (have - k)));
-                        if (PopMore(q, st, ask, ref have, ref segUsed) == 0) break;
+                        if (PopMore(burst, st, ask, ref have, ref segUsed) == 0) break;
                     }
                     room += chains[k].WritableBytes;
                     k++;
@@ -227,7 +227,7 @@ public static class VirtioNet
                 int buffers = k - next;
                 WriteRxHeader(hdr[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
                 if (hdrLen == 12) BinaryPrimitives.WriteUInt16LittleEndian(hdr[10..], (ushort)buffers);
-                var w = new RxWriter(q, chains, st.Segments, next, k);
+                var w = new RxWriter(burst, chains, st.Segments, next, k);
                 w.Write(hdr[..hdrLen], unlessEqual: true);
                 for (int b = p.Index; b >= 0; b = p.Pool.MetaOf(b).Next)
                     w.Write(p.Pool.DataOf(b)[..p.Pool.MetaOf(b).DataLength]);
@@ -239,15 +239,15 @@ public static class VirtioNet
             {
                 // popped but unused: give them back, unless a bad chain was returned in between (then the
                 // unused ones can no longer be rewound in order and go back empty)
-                if (q.BadChains == badBefore) q.Rewind(chains.AsSpan(next, have - next));
-                else for (int j = next; j < have; j++) q.PushUsed(chains[j], 0);
+                if (q.BadChains == badBefore) burst.Rewind(chains.AsSpan(next, have - next));
+                else for (int j = next; j < have; j++) burst.PushUsed(chains[j], 0);
             }
-            q.FlushUsed();
+            burst.FlushUsed();
             return placed;
         }
         finally
         {
-            q.AccessLock.Exit();
+            burst.Dispose();
         }
     }
 
@@ -300,7 +300,7 @@ public static class VirtioNet
     }
 
     /// <summary>Pops up to <paramref name="ask"/> more chains after the <paramref name="have"/> already held.</summary>
-    private static int PopMore(Virtqueue q, QueueState st, int ask, ref int have, ref int segUsed)
+    private static int PopMore(VirtqueueBurst q, QueueState st, int ask, ref int have, ref int segUsed)
     {
         var chains = st.Chains;
         int got = q.Pop(chains.AsSpan(have, ask), st.Segments.AsSpan(segUsed));
@@ -355,16 +355,16 @@ public static class VirtioNet
     }
 
     /// <summary>Writes a frame across the writable segments of chains [first, end), one used element per chain.</summary>
-    private struct RxWriter
+    private ref struct RxWriter
     {
-        private readonly Virtqueue _q;
+        private readonly VirtqueueBurst _q;
         private readonly DescriptorChain[] _chains;
         private readonly BufferSegment[] _segs;
         private readonly int _end;
         private int _chain, _seg, _segEnd, _off;
         private uint _written;
 
-        public RxWriter(Virtqueue q, DescriptorChain[] chains, BufferSegment[] segs, int first, int end)
+        public RxWriter(VirtqueueBurst q, DescriptorChain[] chains, BufferSegment[] segs, int first, int end)
         {
             _q = q;
             _chains = chains;
@@ -386,7 +386,7 @@ public static class VirtioNet
         /// <summary>Appends <paramref name="src"/>; with <paramref name="unlessEqual"/> a piece the buffer already
         /// holds is left alone (the receive header: see <see cref="WriteRxHeader"/>).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Write(ReadOnlySpan<byte> src, bool unlessEqual = false)
+        public void Write(scoped ReadOnlySpan<byte> src, bool unlessEqual = false)
         {
             while (!src.IsEmpty)
             {

@@ -54,4 +54,7 @@ public sealed class VhostSocketOptions
     public IDeviceConfigSpace? ConfigSpace { get; init; }
 
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>The event threads that serve this socket's devices; null: <see cref="Runtime.VhostRuntime.Shared"/>.</summary>
+    public Runtime.VhostRuntime? Runtime { get; init; }
 }

@@ -98,6 +98,7 @@ internal static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true)] public static partial int fstat(SafeFd fd, Stat* st);
     [LibraryImport(C, SetLastError = true)] public static partial int ftruncate(SafeFd fd, long length);
     [LibraryImport(C, SetLastError = true)] public static partial int fcntl(int fd, int cmd);
+    [LibraryImport(C, SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);
     [LibraryImport(C, SetLastError = true)] public static partial int eventfd(uint initval, int flags);
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int memfd_create(string name, uint flags);

@@ -80,6 +80,47 @@ public static unsafe class FileDescriptors
     }
 
     /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>
+    /// <summary>Whether <paramref name="fd"/> is an eventfd (the only kind a kick, call or err fd may be).</summary>
+    public static bool IsEventFd(SafeFd fd)
+    {
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            var target = new FileInfo($"/proc/self/fd/{fd.Fd}").LinkTarget;
+            return target == "anon_inode:[eventfd]";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    /// <summary>Sets O_NONBLOCK, so no read or write on the fd can stall the thread (the flag is shared with the peer's copy).</summary>
+    public static bool SetNonBlocking(SafeFd fd)
+    {
+        const int F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0x800;
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            int flags = Libc.fcntl(fd.Fd, F_GETFL);
+            return flags >= 0 && ((flags & O_NONBLOCK) != 0 || Libc.fcntl(fd.Fd, F_SETFL, flags | O_NONBLOCK) == 0);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
     public static SafeFd CreateMemFd(string name, long size)
     {
         int fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);

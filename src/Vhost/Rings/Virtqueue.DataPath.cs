@@ -93,7 +93,7 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
-    public int AvailableCount
+    internal int AvailableCount
     {
         get
         {
@@ -104,7 +104,7 @@ public sealed partial class Virtqueue
         }
     }
 
-    public bool HasAvailable => AvailableCount > 0;
+    internal bool HasAvailable => AvailableCount > 0;
 
     /// <summary>
     /// Whether <see cref="Pop"/> would certainly find nothing: the queue is started, no chain waits to be
@@ -112,7 +112,7 @@ public sealed partial class Virtqueue
     /// not yet flipped). One read of the ring, so a fast path that came up short can skip the general path
     /// when the ring simply ran dry. Anything odd (an avail index far ahead) counts as not empty, for Pop to report.
     /// </summary>
-    public bool NothingToPop
+    internal bool NothingToPop
     {
         get
         {
@@ -181,7 +181,7 @@ public sealed partial class Virtqueue
     /// the most recent ones popped, in order, with nothing pushed for them). Mergeable receive buffers need it:
     /// a frame that does not fit in what is available waits instead of being cut.
     /// </summary>
-    public void Rewind(ReadOnlySpan<DescriptorChain> chains)
+    internal void Rewind(ReadOnlySpan<DescriptorChain> chains)
     {
         for (int i = chains.Length - 1; i >= 0; i--)
         {
@@ -207,9 +207,9 @@ public sealed partial class Virtqueue
     /// Pops up to chains.Length available chains whose segments fit into <paramref name="segments"/>.
     /// Bad chains are returned to the guest (length 0) and skipped.
     /// </summary>
-    public int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    internal int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
-        if (!Started || Faulted) return 0;
+        if (!MayConsume) return 0;
         int n = IsPacked ? PopPacked(chains, segments) : PopSplit(chains, segments);
         // only bad chains: an application that flushes only after work would never return them to the guest
         if (n == 0 && _staged > 0) FlushUsed();
@@ -224,7 +224,7 @@ public sealed partial class Virtqueue
     /// the filler declines), which <see cref="Pop"/> then handles and reports. Returns how many of the first
     /// <paramref name="count"/> items were placed; they are published and the guest interrupted if it asked.
     /// </summary>
-    public int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
         // in-flight tracking, resubmissions and staged elements need the general path's bookkeeping
         if (!FastPathOpen || DeviceReadsOnly) return 0;
@@ -236,7 +236,7 @@ public sealed partial class Virtqueue
     /// from the ring and returned in place (length 0), nothing staged. Stops where <see cref="Fill"/> would,
     /// or where the taker declines. Returns how many were taken (at most <paramref name="count"/>).
     /// </summary>
-    public int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
     {
         if (!FastPathOpen) return 0;
         return IsPacked ? TakePacked(ref taker, count) : TakeSplit(ref taker, count);
@@ -246,13 +246,13 @@ public sealed partial class Virtqueue
     private const int TakeAhead = 8;
 
     private bool FastPathOpen =>
-        Started && !Faulted && !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian;
+        MayConsume && !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian;
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void PushUsed(in DescriptorChain chain, uint writtenBytes) => PushUsed(chain.Id, chain.SlotCount, writtenBytes);
+    internal void PushUsed(in DescriptorChain chain, uint writtenBytes) => PushUsed(chain.Id, chain.SlotCount, writtenBytes);
 
-    public void PushUsed(ushort id, ushort slotCount, uint writtenBytes)
+    internal void PushUsed(ushort id, ushort slotCount, uint writtenBytes)
     {
         if (_staged == _stagedId.Length)
         {
@@ -266,7 +266,7 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>Publishes staged used elements and interrupts the guest if it asked for that.</summary>
-    public void FlushUsed()
+    internal void FlushUsed()
     {
         if (_staged == 0 || !Started) return;
         if (IsPacked) FlushPacked();
@@ -276,7 +276,7 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>Asks the driver to kick (true) or not to (false).</summary>
-    public void SetNotificationsEnabled(bool enabled)
+    internal void SetNotificationsEnabled(bool enabled)
     {
         _notifyEnabled = enabled;
         if (!Started) return;

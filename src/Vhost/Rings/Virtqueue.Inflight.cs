@@ -24,7 +24,6 @@ public sealed partial class Virtqueue
     private ushort[] _resubmit = [];
     private int _resubmitCount;
     private int _resubmitAt;
-    private bool _remapping;
 
     /// <summary>Bytes one queue's area takes, sized for either ring format (the front-end asks before features are set).</summary>
     public static ulong InflightQueueRegionSize(int queueSize) =>
@@ -47,8 +46,6 @@ public sealed partial class Virtqueue
     /// <summary>At start: repair the last completion if it was cut short, then queue every head still in flight, oldest first.</summary>
     private void RecoverInflight()
     {
-        // new addresses for a running ring: what is in flight is still being worked on, not lost
-        if (_remapping && _inflightOn) return;
         _inflightOn = false;
         _resubmitCount = _resubmitAt = 0;
         InflightResubmitted = 0;

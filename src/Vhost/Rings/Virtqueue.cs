@@ -30,8 +30,108 @@ public sealed partial class Virtqueue
         _notifier = notifier;
     }
 
-    /// <summary>Taken by the control plane for every change and by the data path once per burst.</summary>
-    public QueueLock AccessLock { get; } = new();
+    /// <summary>Taken by the control plane for every change and by a <see cref="VirtqueueBurst"/> for its burst.</summary>
+    internal QueueLock AccessLock { get; } = new();
+
+    // off-thread work begun and not completed (QueueWork tickets), and whether GET_VRING_BASE waits for it
+    private int _workInFlight;
+    private volatile bool _draining;
+
+    /// <summary>
+    /// Takes the lease for one burst: false when the control plane holds the queue right now or the ring is not
+    /// running (not translated, or faulted). A held lease may always complete work; it pops new work only while
+    /// the ring is enabled and not being stopped.
+    /// </summary>
+    public bool TryBeginBurst(out VirtqueueBurst burst)
+    {
+        if (!AccessLock.TryEnter())
+        {
+            burst = default;
+            return false;
+        }
+        if (!Started || Faulted)
+        {
+            AccessLock.Exit();
+            burst = default;
+            return false;
+        }
+        burst = new VirtqueueBurst(this);
+        return true;
+    }
+
+    internal void EndBurst() => AccessLock.Exit();
+
+    private int _completionPending;
+    private volatile bool _completionsPolled;
+
+    /// <summary>The device's completion eventfd, written when completions are posted for a queue the reactor serves.</summary>
+    internal SafeFd? CompletionSignal { get; set; }
+
+    /// <summary>Whether a poll thread picks up completions itself (no eventfd write needed).</summary>
+    internal bool CompletionsPolled
+    {
+        get => _completionsPolled;
+        set => _completionsPolled = value;
+    }
+
+    /// <summary>
+    /// Tells the runtime, from any thread, that off-thread work on this queue finished: the queue's handler is called
+    /// (<see cref="Runtime.IQueueHandler.Complete"/>) to publish it. Cheap enough to call once per completion.
+    /// </summary>
+    public void PostCompletion()
+    {
+        Volatile.Write(ref _completionPending, 1);
+        if (!_completionsPolled && CompletionSignal is { } fd) EventFd.Signal(fd);
+    }
+
+    internal bool CompletionPending => Volatile.Read(ref _completionPending) != 0;
+
+    internal bool TakeCompletionPending() => Volatile.Read(ref _completionPending) != 0 && Interlocked.Exchange(ref _completionPending, 0) != 0;
+
+    internal void SetCompletionPending() => Volatile.Write(ref _completionPending, 1);
+
+    /// <summary>Whether a burst may take new chains from the ring now.</summary>
+    private bool MayConsume => Started && Enabled && !Faulted && !_draining;
+
+    /// <summary>Off-thread work begun on this queue and not completed yet.</summary>
+    public int WorkInFlight => Volatile.Read(ref _workInFlight);
+
+    internal QueueWork BeginWork(in DescriptorChain chain)
+    {
+        // the control plane cannot retire the generation while we hold the lease, so this cannot fail
+        if (!_memory.TryAcquire()) throw new InvalidOperationException("memory generation retired under a burst");
+        Interlocked.Increment(ref _workInFlight);
+        return new QueueWork { Memory = _memory, Id = chain.Id, SlotCount = chain.SlotCount };
+    }
+
+    /// <summary>Ends a ticket: stages its used element when <paramref name="push"/> (under a lease), releases its generation.</summary>
+    internal void CompleteWork(ref QueueWork work, uint writtenBytes, bool push)
+    {
+        var memory = work.Memory ?? throw new InvalidOperationException("work completed twice");
+        if (push) PushUsed(work.Id, work.SlotCount, writtenBytes);
+        work.Memory = null;
+        memory.Release();
+        // the last completion of a drain tells the control plane, which waits on the reactor
+        if (Interlocked.Decrement(ref _workInFlight) == 0 && _draining) PostCompletion();
+    }
+
+    /// <summary>
+    /// Drops a ticket whose queue is gone (the device closed while the work ran): nothing is returned to the
+    /// guest, and the generation the work held is released. Needs no lease.
+    /// </summary>
+    public void Abandon(ref QueueWork work)
+    {
+        if (work.Memory != null) CompleteWork(ref work, 0, push: false);
+    }
+
+    /// <summary>GET_VRING_BASE or a close: no new chains are taken from now on; work in flight may still complete.</summary>
+    internal void BeginDrain()
+    {
+        using (AccessLock.EnterScope()) _draining = true;
+    }
+
+    /// <summary>Whether a drain is under way (GET_VRING_BASE waiting, or the device closing).</summary>
+    internal bool Draining => _draining;
 
     public int Index { get; }
 
@@ -59,11 +159,11 @@ public sealed partial class Virtqueue
 
     public VringAddress? Address { get; private set; }
 
-    public SafeFd? KickFd { get; private set; }
+    internal SafeFd? KickFd { get; private set; }
 
-    public SafeFd? CallFd { get; private set; }
+    internal SafeFd? CallFd { get; private set; }
 
-    public SafeFd? ErrFd { get; private set; }
+    internal SafeFd? ErrFd { get; private set; }
 
     /// <summary>SET_VRING_KICK said "no fd": the front-end will not kick (polling or in-band kicks).</summary>
     public bool KickPolling { get; private set; }
@@ -161,6 +261,17 @@ public sealed partial class Virtqueue
     /// <summary>Translates the rings in <paramref name="memory"/>; the queue runs after this returns null.</summary>
     internal string? Start(GuestMemory memory)
     {
+        if (Translate(memory) is { } error) return error;
+        _evictTuner = default;
+        Faulted = false;
+        Started = true;
+        OnStarted();
+        return null;
+    }
+
+    /// <summary>The ring windows for the current addresses in <paramref name="memory"/>, checked; nothing else changes.</summary>
+    private string? Translate(GuestMemory memory)
+    {
         if (Address is not { } a) return "ring addresses not set";
         if (Size == 0) return "ring size not set";
         // SET_VRING_NUM, SET_VRING_BASE and SET_FEATURES may come in any order, so each was checked only
@@ -184,36 +295,36 @@ public sealed partial class Virtqueue
         _avail = avail;
         _used = used;
         _memory = memory;
-        _evictTuner = default;
-        Faulted = false;
-        Started = true;
-        OnStarted();
         return null;
     }
 
-    /// <summary>Memory table changed while the queue was running: translate again or stop.</summary>
+    /// <summary>
+    /// The memory table or the ring addresses changed while the queue was running: translate again and go on
+    /// where the ring was. Indexes, staged and held used elements and in-flight tracking are kept: requests
+    /// popped before the change are still being worked on and complete after it. A ring that no longer
+    /// translates stops (its base is kept for GET_VRING_BASE).
+    /// </summary>
     internal string? Remap(GuestMemory memory)
     {
         _memory = memory;
         if (!Started) return null;
-        Started = false;
-        _remapping = true;
-        try
+        if (Translate(memory) is { } error)
         {
-            return Start(memory);
+            Started = false;
+            _desc = _avail = _used = default;
+            return error;
         }
-        finally
-        {
-            _remapping = false;
-        }
+        return null;
     }
 
     /// <summary>Stops the queue (GET_VRING_BASE) and returns the base to report.</summary>
     internal uint Stop()
     {
         ReturnHeldTaken();
+        FlushUsed();
         uint b = GetBaseCore();
         Started = false;
+        _draining = false;
         _desc = _avail = _used = default;
         return b;
     }

@@ -2,13 +2,15 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Vhost.Device;
 using Vhost.Interop;
+using Vhost.Runtime;
 
 namespace Vhost.Transport;
 
 /// <summary>
 /// One registered socket path: rte_vhost_driver_register + _start + _unregister. In server mode every
 /// accepted connection is a new device; in client mode it connects, and reconnects every second after
-/// the front-end goes away unless reconnection is off.
+/// the front-end goes away unless reconnection is off. The listener and every connection live on the
+/// reactors of the socket's <see cref="VhostRuntime"/> (no thread of its own).
 /// </summary>
 public sealed class VhostUserSocket : IDisposable
 {
@@ -16,10 +18,13 @@ public sealed class VhostUserSocket : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
     private readonly List<Connection> _connections = [];
-    private readonly CancellationTokenSource _stop = new();
+    private readonly VhostRuntime _runtime;
+    private Reactor? _reactor;
     private UnixSocket? _listener;
-    private Thread? _thread;
+    private ulong _listenToken;
+    private volatile bool _stopping;
     private bool _started;
+    private bool _announced;
 
     public VhostUserSocket(VhostSocketOptions options)
     {
@@ -27,6 +32,7 @@ public sealed class VhostUserSocket : IDisposable
         if (options.MaxQueues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "MaxQueues must be 1..256");
         _options = options;
         _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost");
+        _runtime = options.Runtime ?? VhostRuntime.Shared;
     }
 
     public string Path => _options.Path;
@@ -70,97 +76,107 @@ public sealed class VhostUserSocket : IDisposable
             if (_started) throw new InvalidOperationException($"{Path} already started");
             _started = true;
         }
+        _reactor = _runtime.Assign();
         if (_options.Client)
         {
-            _thread = new Thread(ClientLoop) { IsBackground = true, Name = $"vhost-client {Path}" };
+            _reactor.Post(TryConnect);
         }
         else
         {
             if (File.Exists(Path)) File.Delete(Path); // a stale socket from an earlier run
             _listener = UnixSocket.Listen(Path);
-            _thread = new Thread(AcceptLoop) { IsBackground = true, Name = $"vhost-accept {Path}" };
+            _listener.SetNonBlocking();
+            var listener = _listener;
+            _reactor.Invoke(() =>
+            {
+                _listenToken = _reactor.Add(listener.Handle, new AcceptWatch(this));
+                if (_listenToken == 0) throw new IOException($"{Path}: the listening socket cannot be watched");
+            }, TimeSpan.FromSeconds(10));
         }
-        _thread.Start();
         _logger.LogInformation("vhost-user socket {Path} started ({Mode})", Path, _options.Client ? "client" : "server");
     }
 
-    private void AcceptLoop()
+    private sealed class AcceptWatch(VhostUserSocket owner) : IReadyHandler
     {
-        while (!_stop.IsCancellationRequested)
+        public void OnReady(uint events) => owner.AcceptAll();
+    }
+
+    /// <summary>On the listener's reactor: every waiting connection becomes a device.</summary>
+    private void AcceptAll()
+    {
+        while (!_stopping && _listener is { } l)
         {
-            UnixSocket? s;
-            try
+            var s = l.TryAccept(out int errno);
+            if (s == null)
             {
-                s = _listener!.Accept();
-            }
-            catch (IOException e)
-            {
-                _logger.LogError("accept on {Path} failed: {Error}", Path, e.Message);
-                Thread.Sleep(100);
-                continue;
-            }
-            if (s == null || _stop.IsCancellationRequested)
-            {
-                s?.Dispose();
-                break;
+                if (errno is not (Libc.EAGAIN or Libc.EINTR)) _logger.LogError("accept on {Path} failed: {Error}", Path, Libc.Describe(errno));
+                return;
             }
             Run(s);
         }
     }
 
-    private void ClientLoop()
+    /// <summary>Client mode, on the socket's reactor: one connection attempt, and another after the interval if it failed.</summary>
+    private void TryConnect()
     {
-        bool announced = false;
-        while (!_stop.IsCancellationRequested)
+        if (_stopping) return;
+        var s = UnixSocket.TryConnect(Path, out int errno);
+        if (s == null)
         {
-            var s = UnixSocket.TryConnect(Path, out int errno);
-            if (s == null)
+            if (!_announced)
             {
-                if (!announced)
-                {
-                    _logger.LogInformation("{Path}: front-end not there yet ({Error}); retrying every {Interval}",
-                        Path, Libc.Describe(errno), _options.ReconnectInterval);
-                    announced = true;
-                }
-                _stop.Token.WaitHandle.WaitOne(_options.ReconnectInterval);
-                continue;
+                _logger.LogInformation("{Path}: front-end not there yet ({Error}); retrying every {Interval}",
+                    Path, Libc.Describe(errno), _options.ReconnectInterval);
+                _announced = true;
             }
-            announced = false;
-            var conn = Run(s);
-            conn.Thread.Join();
-            if (!_options.Reconnect) break;
-            _stop.Token.WaitHandle.WaitOne(_options.ReconnectInterval);
+            _reactor!.Schedule(_options.ReconnectInterval, TryConnect);
+            return;
         }
+        _announced = false;
+        Run(s);
     }
 
-    private Connection Run(UnixSocket s)
+    private void Run(UnixSocket s)
     {
-        var conn = new Connection(s, _options, _logger);
+        var conn = new Connection(s, _options, _logger, _runtime.Assign());
         conn.Closed += c =>
         {
             lock (_lock) _connections.Remove(c);
             Disconnected?.Invoke(c.Device);
+            if (_options.Client && _options.Reconnect) _reactor!.Post(() => _reactor.Schedule(_options.ReconnectInterval, TryConnect));
         };
         lock (_lock) _connections.Add(conn);
         _logger.LogInformation("{Path}: new connection, device {Id}", Path, conn.Device.Id);
         conn.Start();
-        return conn;
     }
 
     /// <summary>rte_vhost_driver_unregister: closes every device and removes the socket file.</summary>
     public void Dispose()
     {
-        if (_stop.IsCancellationRequested) return;
-        _stop.Cancel();
-        _listener?.Shutdown();
+        lock (_lock)
+        {
+            if (_stopping) return;
+            _stopping = true;
+        }
+        if (_reactor != null)
+        {
+            // on the reactor, so no accept or connect attempt runs after this
+            _reactor.Invoke(() =>
+            {
+                if (_listener != null) _reactor.Remove(ref _listenToken, _listener.Handle);
+            }, TimeSpan.FromSeconds(10));
+            _reactor.AddLoad(-1);
+        }
         Connection[] conns;
         lock (_lock) conns = [.. _connections];
         foreach (var c in conns) c.RequestClose();
-        foreach (var c in conns) c.Thread.Join(TimeSpan.FromSeconds(10));
-        _thread?.Join(TimeSpan.FromSeconds(5));
+        foreach (var c in conns)
+        {
+            // a device of this socket may share the caller's reactor (Dispose from a callback): do not wait on ourselves
+            if (!c.Device.Reactor?.IsCurrentThread ?? true) c.Ended.WaitOne(TimeSpan.FromSeconds(10));
+        }
         _listener?.Dispose();
         if (!_options.Client && File.Exists(Path)) File.Delete(Path);
-        _stop.Dispose();
         _logger.LogInformation("vhost-user socket {Path} unregistered", Path);
     }
 
