@@ -114,9 +114,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
             foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.Geometry, BlkFeature.BlkSize,
                          BlkFeature.Flush, BlkFeature.Topology, BlkFeature.ConfigWce, BlkFeature.Mq, BlkFeature.Discard, BlkFeature.WriteZeroes])
                 f |= 1UL << bit;
+            // no VIRTIO_F_IN_ORDER: requests finish in the order the storage finishes them
             if (IsReadOnly) f |= 1UL << BlkFeature.ReadOnly;
-            // requests finish in the order the storage finishes them, which VIRTIO_F_IN_ORDER would forbid
-            f &= ~(1UL << VirtioFeature.InOrder);
             return f;
         }
     }

@@ -29,7 +29,7 @@ public static class NetFeatures
     /// because front-ends (QEMU, virtio-user) run the control queue themselves and virtio-user needs it for MQ.</summary>
     public static ulong Default =>
         VhostSocketOptions.DefaultFeatures | Bits(MrgRxbuf, Csum, GuestCsum, HostTso4, HostTso6, HostEcn, HostUfo,
-            GuestTso4, GuestTso6, GuestEcn, GuestUfo, Mq, CtrlVq, Mtu, Status, GuestAnnounce);
+            GuestTso4, GuestTso6, GuestEcn, GuestUfo, Mq, CtrlVq, Mtu, Status, GuestAnnounce, VirtioFeature.InOrder);
 
     public static ulong DefaultProtocol =>
         VhostSocketOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.Rarp) | (1UL << (int)ProtocolFeature.NetMtu);

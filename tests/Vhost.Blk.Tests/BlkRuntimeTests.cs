@@ -206,4 +206,37 @@ public sealed class BlkRuntimeTests
         Assert.True(setup < 32 << 20, $"bringing up a 32768-entry ring allocated {setup >> 20} MiB");
         h.AssertStillServes();
     }
+
+    /// <summary>A storage that throws on reads (a bug in an application's IBlockStorage).</summary>
+    private sealed class ThrowingDisk(bool slow) : IBlockStorage
+    {
+        private readonly MemoryDisk _disk = new(1 << 20, "throws");
+        public long Capacity => _disk.Capacity;
+        public bool IsReadOnly => false;
+        public bool IsSlow => slow;
+        public string Serial => "throws";
+        public int Read(long offset, NativeWindow destination) => throw new InvalidOperationException("storage bug");
+        public int Write(long offset, NativeWindow source) => _disk.Write(offset, source);
+        public int Flush() => 0;
+        public int Discard(long offset, long length) => 0;
+        public int WriteZeroes(long offset, long length, bool mayUnmap) => 0;
+        public void Dispose() => _disk.Dispose();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AStorageThatThrowsFaultsItsDeviceOnly(bool slow)
+    {
+        using var other = new BlkHarness();
+        using (var h = new BlkHarness(storage: new ThrowingDisk(slow)))
+        {
+            ulong hdr = h.Header(BlkRequestType.In, 0), d = h.Alloc(512), s = h.Alloc(1);
+            h.Rings[0].Add(new DriverBuffer(hdr, 16, false), new DriverBuffer(d, 512, true), new DriverBuffer(s, 1, true));
+            h.Setup[0].Kick();
+            Assert.True(h.Fe.IsClosedByPeer(BlkHarness.T), "the device whose storage threw stayed connected");
+            Assert.True(h.Logs.WaitForError("storage bug"));
+        }
+        other.AssertStillServes();
+    }
 }
