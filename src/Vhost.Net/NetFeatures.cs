@@ -43,8 +43,9 @@ public static class NetFeatures
 
     /// <summary>Socket options for a net device with <paramref name="queuePairs"/> queue pairs.</summary>
     public static VhostSocketOptions Options(string path, int queuePairs = 1, VhostDeviceOps? ops = null, bool client = false,
-        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null) => new()
+        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null, Runtime.VhostRuntime? runtime = null) => new()
     {
+        Runtime = runtime,
         Path = path,
         Client = client,
         MaxQueues = 2 * queuePairs,
