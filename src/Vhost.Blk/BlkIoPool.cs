@@ -6,7 +6,7 @@ namespace Vhost.Blk;
 /// Threads that run blocking storage I/O so a slow disk never holds up a ring. Work arrives through a
 /// lock-free ring; an eventfd in semaphore mode wakes one thread per item.
 /// </summary>
-internal sealed class BlkIoPool : IDisposable
+public sealed class BlkIoPool : IDisposable
 {
     private readonly MpmcRing<(BlkQueue Worker, int Slot)> _work = new(1 << 16);
     private readonly SafeFd _wake = EventSemaphore.Create();
@@ -24,7 +24,7 @@ internal sealed class BlkIoPool : IDisposable
     }
 
     /// <summary>False when the ring is full: the caller runs the request itself.</summary>
-    public bool TrySubmit(BlkQueue worker, int slot)
+    internal bool TrySubmit(BlkQueue worker, int slot)
     {
         if (!_work.TryEnqueue((worker, slot))) return false;
         EventSemaphore.Post(_wake, 1);
