@@ -76,12 +76,25 @@ public sealed class VhostUserSocket : IDisposable
         }
         else
         {
-            if (File.Exists(Path)) File.Delete(Path); // a stale socket from an earlier run
+            RemoveStaleSocket();
             _listener = UnixSocket.Listen(Path);
             _thread = new Thread(AcceptLoop) { IsBackground = true, Name = $"vhost-accept {Path}" };
         }
         _thread.Start();
         _logger.LogInformation("vhost-user socket {Path} started ({Mode})", Path, _options.Client ? "client" : "server");
+    }
+
+    /// <summary>A socket file left by an earlier run is replaced; anything else at the path is not ours to delete.</summary>
+    private void RemoveStaleSocket()
+    {
+        switch (FileDescriptors.Lookup(Path))
+        {
+            case PathEntry.Socket:
+                File.Delete(Path);
+                break;
+            case PathEntry.Other:
+                throw new IOException($"{Path} exists and is not a socket; refusing to replace it");
+        }
     }
 
     private void AcceptLoop()
@@ -158,8 +171,9 @@ public sealed class VhostUserSocket : IDisposable
         foreach (var c in conns) c.RequestClose();
         foreach (var c in conns) c.Thread.Join(TimeSpan.FromSeconds(10));
         _thread?.Join(TimeSpan.FromSeconds(5));
+        // only the socket we bound is ours to remove: a Start that refused the path leaves it alone
+        if (_listener != null && FileDescriptors.Lookup(Path) == PathEntry.Socket) File.Delete(Path);
         _listener?.Dispose();
-        if (!_options.Client && File.Exists(Path)) File.Delete(Path);
         _stop.Dispose();
         _logger.LogInformation("vhost-user socket {Path} unregistered", Path);
     }
