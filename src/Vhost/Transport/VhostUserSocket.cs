@@ -20,6 +20,7 @@ public sealed class VhostUserSocket : IDisposable
     private UnixSocket? _listener;
     private Thread? _thread;
     private bool _started;
+    private bool _closing;
 
     public VhostUserSocket(VhostSocketOptions options)
     {
@@ -117,7 +118,7 @@ public sealed class VhostUserSocket : IDisposable
                 s?.Dispose();
                 break;
             }
-            Run(s);
+            if (Run(s) == null) break;
         }
     }
 
@@ -140,23 +141,35 @@ public sealed class VhostUserSocket : IDisposable
             }
             announced = false;
             var conn = Run(s);
+            if (conn == null) break;
             conn.Thread.Join();
             if (!_options.Reconnect) break;
             _stop.Token.WaitHandle.WaitOne(_options.ReconnectInterval);
         }
     }
 
-    private Connection Run(UnixSocket s)
+    /// <summary>Starts a device on <paramref name="s"/>; null (and the socket closed) once Dispose has begun.</summary>
+    private Connection? Run(UnixSocket s)
     {
-        var conn = new Connection(s, _options, _logger);
-        conn.Closed += c =>
+        Connection conn;
+        lock (_lock)
         {
-            lock (_lock) _connections.Remove(c);
-            Disconnected?.Invoke(c.Device);
-        };
-        lock (_lock) _connections.Add(conn);
+            // under the lock Dispose collects under: a connection is either in its list, started, or never made
+            if (_closing)
+            {
+                s.Dispose();
+                return null;
+            }
+            conn = new Connection(s, _options, _logger);
+            conn.Closed += c =>
+            {
+                lock (_lock) _connections.Remove(c);
+                Disconnected?.Invoke(c.Device);
+            };
+            _connections.Add(conn);
+            conn.Start();
+        }
         _logger.LogInformation("{Path}: new connection, device {Id}", Path, conn.Device.Id);
-        conn.Start();
         return conn;
     }
 
@@ -167,14 +180,19 @@ public sealed class VhostUserSocket : IDisposable
         _stop.Cancel();
         _listener?.Shutdown();
         Connection[] conns;
-        lock (_lock) conns = [.. _connections];
+        lock (_lock)
+        {
+            _closing = true;
+            conns = [.. _connections];
+        }
         foreach (var c in conns) c.RequestClose();
         foreach (var c in conns) c.Thread.Join(TimeSpan.FromSeconds(10));
-        _thread?.Join(TimeSpan.FromSeconds(5));
+        bool stopped = _thread?.Join(TimeSpan.FromSeconds(5)) ?? true;
         // only the socket we bound is ours to remove: a Start that refused the path leaves it alone
         if (_listener != null && FileDescriptors.Lookup(Path) == PathEntry.Socket) File.Delete(Path);
         _listener?.Dispose();
-        _stop.Dispose();
+        // a loop thread still inside a callback waits on _stop when it comes back: it must outlive it
+        if (stopped) _stop.Dispose();
         _logger.LogInformation("vhost-user socket {Path} unregistered", Path);
     }
 
