@@ -449,6 +449,8 @@ public sealed partial class VhostDevice
 
     private Outcome InbandKick(ReadOnlySpan<byte> p)
     {
+        if (!HasProtocolFeature(ProtocolFeature.InbandNotifications))
+            return Outcome.Fail("VRING_KICK without VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS");
         var (index, _) = Payload.ReadVringState(p);
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (q.KickFd is { } fd) EventFd.Signal(fd);

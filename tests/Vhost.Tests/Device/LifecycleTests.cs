@@ -191,6 +191,22 @@ public sealed class LifecycleTests
     }
 
     [Fact]
+    public void InbandKickSignalsTheQueueWhenNegotiated()
+    {
+        using var be = new TestBackEnd();
+        using var fe = be.Connect();
+        using var setup = DeviceSetup.Run(fe, new DeviceSetupOptions
+        {
+            PollingKick = true,
+            ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures | DeviceSetupOptions.ProtocolBits(ProtocolFeature.InbandNotifications),
+        });
+        be.Ops.WaitFor("new");
+        var kick = be.Ops.LastNew!.Queue(0).KickFd!;
+        Assert.Equal(0UL, fe.VringKick(0, needReply: true));
+        Assert.Equal(1UL, Vhost.Interop.EventFd.TryConsume(kick));
+    }
+
+    [Fact]
     public void ClientModeConnectsAndReconnectsAfterTheFrontEndGoes()
     {
         using var listener = TestFrontEndListener.Listen(TestFrontEndListener.TempPath());
