@@ -208,7 +208,7 @@ public sealed partial class VhostDevice : IGuestNotifier
         _ops?.DestroyDevice(this);
     }
 
-    /// <summary>RESET_OWNER / RESET_DEVICE: back to a fresh device on the same connection.</summary>
+    /// <summary>RESET_OWNER / RESET_DEVICE / SET_STATUS 0: back to a fresh device on the same connection.</summary>
     private void ResetState(string why)
     {
         StopRunning(why);

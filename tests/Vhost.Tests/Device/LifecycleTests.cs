@@ -207,6 +207,26 @@ public sealed class LifecycleTests
     }
 
     [Fact]
+    public void SetStatusZeroResetsARunningDeviceAndItCanComeBack()
+    {
+        using var be = new TestBackEnd();
+        using var fe = be.Connect();
+        var options = new DeviceSetupOptions { SendStatus = true };
+        var setup = DeviceSetup.Run(fe, options);
+        be.Ops.WaitFor("new");
+        var dev = be.Ops.LastNew!;
+        Assert.Equal(0UL, fe.SetStatus(VirtioDeviceStatus.None, needReply: true));
+        be.Ops.WaitFor($"destroy {dev.Id}", T);
+        Assert.False(dev.IsRunning);
+        Assert.All(dev.Queues, q => Assert.False(q.Started));
+        Assert.False(dev.FeaturesSet);
+        Assert.Equal(VirtioDeviceStatus.None, fe.GetStatus());
+        setup.Dispose();
+        using var again = DeviceSetup.Run(fe, options);
+        Assert.Equal($"new {dev.Id}", be.Ops.WaitFor("new", T));
+    }
+
+    [Fact]
     public void ClientModeConnectsAndReconnectsAfterTheFrontEndGoes()
     {
         using var listener = TestFrontEndListener.Listen(TestFrontEndListener.TempPath());
