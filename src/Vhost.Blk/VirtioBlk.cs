@@ -44,6 +44,12 @@ public sealed class VirtioBlkOptions
     /// </summary>
     public TimeSpan SimulatedLatency { get; init; }
 
+    /// <summary>
+    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). One by default, as
+    /// qemu-storage-daemon: every connection would share this disk and its cache mode. Null: no limit.
+    /// </summary>
+    public int? MaxConnections { get; init; } = 1;
+
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -137,6 +143,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         QueuesRequiredForReady = null,
         ConfigSpace = this,
         Ops = this,
+        MaxConnections = _options.MaxConnections,
         LoggerFactory = loggerFactory ?? _options.LoggerFactory,
     };
 

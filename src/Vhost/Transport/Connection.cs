@@ -33,6 +33,11 @@ internal sealed class Connection
 
     public Thread Thread => _thread;
 
+    /// <summary>The reader has stopped and the device is being released.</summary>
+    public bool Ending => _ending;
+
+    private volatile bool _ending;
+
     /// <summary>Runs when the connection has ended and the device is released.</summary>
     public event Action<Connection>? Closed;
 
@@ -74,6 +79,7 @@ internal sealed class Connection
         }
         finally
         {
+            _ending = true;
             DisposeFds();
             _device.Close();
             _socket.Dispose();

@@ -26,6 +26,7 @@ public sealed class VhostUserSocket : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(options.Path);
         if (options.MaxQueues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "MaxQueues must be 1..256");
+        if (options.MaxConnections is < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxConnections must be at least 1 (or null)");
         _options = options;
         _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost");
     }
@@ -118,8 +119,29 @@ public sealed class VhostUserSocket : IDisposable
                 s?.Dispose();
                 break;
             }
+            if (!HasRoom())
+            {
+                _logger.LogError("{Path}: connection refused: this socket serves at most {Max} front-end(s) at a time", Path, _options.MaxConnections);
+                s.Dispose();
+                continue;
+            }
             if (Run(s) == null) break;
         }
+    }
+
+    /// <summary>Whether MaxConnections allows one more; a connection already ending is waited for, not counted.</summary>
+    private bool HasRoom()
+    {
+        if (_options.MaxConnections is not { } max) return true;
+        Connection[] ending;
+        lock (_lock)
+        {
+            if (_connections.Count < max) return true;
+            ending = [.. _connections.Where(c => c.Ending)];
+        }
+        // a front-end that reconnects right after leaving finds its old device still releasing: not a second one
+        foreach (var c in ending) c.Thread.Join(TimeSpan.FromSeconds(10));
+        lock (_lock) return _connections.Count < max;
     }
 
     private void ClientLoop()
