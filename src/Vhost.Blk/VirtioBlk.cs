@@ -47,6 +47,12 @@ public sealed class VirtioBlkOptions
     /// </summary>
     public TimeSpan SimulatedLatency { get; init; }
 
+    /// <summary>
+    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). One by default, as
+    /// qemu-storage-daemon: every connection would share this disk and its cache mode. Null: no limit.
+    /// </summary>
+    public int? MaxConnections { get; init; } = 1;
+
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -147,6 +153,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         QueuesRequiredForReady = null,
         ConfigSpace = this,
         Ops = this,
+        MaxConnections = _options.MaxConnections,
         LoggerFactory = loggerFactory ?? _options.LoggerFactory,
     };
 
@@ -199,7 +206,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
             {
                 queues = new BlkQueue?[_options.Queues];
                 _devices[device] = queues;
-                device.Closed += Forget;
+                device.Closed.Register(static state => { var (blk, dev) = ((VirtioBlk, VhostDevice))state!; blk.Forget(dev); }, (this, device));
             }
             for (int i = 0; i < n; i++) queues[i] ??= new BlkQueue(this, device.Queue(i), _pool, _logger);
         }

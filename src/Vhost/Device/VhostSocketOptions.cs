@@ -49,6 +49,9 @@ public sealed class VhostSocketOptions
     /// <summary>What GET_MAX_MEM_SLOTS answers and the most regions a device maps.</summary>
     public int MaxMemorySlots { get; init; } = 32;
 
+    /// <summary>Server mode: front-ends served at once; one more is refused (logged, closed). Null: no limit.</summary>
+    public int? MaxConnections { get; init; }
+
     public VhostDeviceOps? Ops { get; init; }
 
     public IDeviceConfigSpace? ConfigSpace { get; init; }

@@ -43,6 +43,9 @@ internal sealed class Connection : IReadyHandler
 
     public VhostDevice Device => _device;
 
+    /// <summary>The connection has stopped reading and its device is being released.</summary>
+    public bool Ending => Volatile.Read(ref _closing);
+
     /// <summary>Set once the connection has ended and its device is released.</summary>
     public WaitHandle Ended => _ended.WaitHandle;
 

@@ -24,6 +24,14 @@ public sealed class VringTests
     }
 
     [Fact]
+    public void InbandKickWithoutInbandNotifications() =>
+        Case("without VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS", false, (_, fe, setup) =>
+        {
+            setup.SetUpQueue(0);
+            Scene.AssertNack(fe.VringKick(0, needReply: true));
+        });
+
+    [Fact]
     public void SizeZero() => Case("ring size 0", false, (_, fe, _) => Scene.AssertNack(fe.SetVringNum(0, 0, needReply: true)));
 
     [Fact]
