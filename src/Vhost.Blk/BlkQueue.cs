@@ -67,7 +67,8 @@ internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
 
     public bool Serve(VhostDevice device, int queue)
     {
-        if (!_queue.TryBeginBurst(out var burst)) return _queue.Started;
+        // a faulted queue takes no lease again: nothing is left to do until its device closes
+        if (!_queue.TryBeginBurst(out var burst)) return _queue.Started && !_queue.Faulted;
         long before = GC.GetAllocatedBytesForCurrentThread();
         bool again = false;
         try
@@ -102,8 +103,9 @@ internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
     {
         if (!_queue.TryBeginBurst(out var burst))
         {
-            // the ring was reset under the work: nothing can be returned, but the memory it held must be let go
-            if (!_queue.Started)
+            // the ring was reset under the work, or faulted (no lease again): nothing can be returned, but the
+            // memory it held must be let go, or the device's close waits for it forever
+            if (!_queue.Started || _queue.Faulted)
             {
                 AbandonCompletions();
                 return false;
