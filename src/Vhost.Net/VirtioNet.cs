@@ -25,6 +25,8 @@ public static class VirtioNet
         public readonly DescriptorChain[] Chains = new DescriptorChain[MaxBurst];
         public readonly BufferSegment[] Segments = new BufferSegment[MaxSegments];
         public readonly NetQueueStats Stats = new();
+        // the header length the transmit policy was set for; 0: not set yet
+        public int TransmitPolicyHeader;
     }
 
     /// <summary>The virtio-net header length this device uses: 12 with VERSION_1 or MRG_RXBUF, else 10.</summary>
@@ -33,7 +35,7 @@ public static class VirtioNet
 
     /// <summary>
     /// What a transmit queue's fast path does with the lines of the frames it has copied out
-    /// (<see cref="Virtqueue.TakenLineEviction"/>), set on each queue when it is first served. Tuned by default: the
+    /// (<see cref="QueuePolicy.TakenLineEviction"/>), set on each queue when it is first served. Tuned by default: the
     /// lines leave our cache when that measures faster for the guest (the header line stays).
     /// </summary>
     public static LineEviction TransmitLineEviction { get; set; } = LineEviction.Tuned;
@@ -41,23 +43,30 @@ public static class VirtioNet
     /// <summary>Statistics of one queue (rte_vhost_vring_stats_get).</summary>
     public static NetQueueStats Stats(VhostDevice device, int queueId) => State(device, device.Queue(queueId)).Stats;
 
-    private static QueueState State(VhostDevice device, Virtqueue q)
+    private static readonly QueueLocal<QueueState> s_state = new();
+
+    private static QueueState State(VhostDevice device, Virtqueue q) => s_state.Get(q) ?? CreateState(device, q);
+
+    // apart from State so that its closure is made only when a queue gets its state
+    private static QueueState CreateState(VhostDevice device, Virtqueue q) => s_state.GetOrAdd(q, queue =>
     {
-        if (q.UserData is QueueState s) return s;
-        s = new QueueState();
-        NetMetrics.Register(device, q.Index, s.Stats);
-        // odd queues carry the guest's transmissions: we only read them
-        if ((q.Index & 1) == 1)
-        {
-            q.DeviceReadsOnly = true;
-            // DequeueBurst returns every chain it pops, in order, in the same flush
-            q.BatchInOrderUsed = true;
-            q.HoldTakenReturns = true;
-            q.TakenLineEviction = TransmitLineEviction;
-        }
-        q.UserData = s;
+        var s = new QueueState();
+        NetMetrics.Register(device, queue.Index, s.Stats);
         return s;
-    }
+    });
+
+    /// <summary>
+    /// What the guest's transmit queues ask of the ring engine: we only read them, and DequeueBurst returns every
+    /// chain it pops, in order, in the same flush; the header's line stays in the cache when the rest is evicted.
+    /// </summary>
+    private static QueuePolicy TransmitPolicy(int hdrLen) => new()
+    {
+        DeviceReadsOnly = true,
+        BatchInOrderUsed = true,
+        HoldTakenReturns = true,
+        TakenLineEviction = TransmitLineEviction,
+        TakenLineEvictionSkip = hdrLen,
+    };
 
     /// <summary>
     /// Guest to host: fills <paramref name="packets"/> with frames the guest sent on <paramref name="queueId"/>
@@ -82,7 +91,12 @@ public static class VirtioNet
             int want = Math.Min(packets.Length - produced, MaxBurst);
             if (want == 0) return produced;
             int hdrLen = HeaderLength(device);
-            q.TakenLineEvictionSkip = hdrLen;
+            // set under the lease, on the first burst and whenever the header length changed with the features
+            if (st.TransmitPolicyHeader != hdrLen)
+            {
+                burst.Policy = TransmitPolicy(hdrLen);
+                st.TransmitPolicyHeader = hdrLen;
+            }
             // The fast path, and a second look when it came up short but the ring is not dry: often a whole
             // burst became visible just after Take looked (the driver publishes a burst at once); about one
             // burst in twelve went the general way before the second look. What the fast path declines goes to Pop.
@@ -530,7 +544,7 @@ public static class VirtioNet
     private static void LogBadHeader(Virtqueue q, ReadOnlySpan<byte> h)
     {
         // once per queue is enough to name the problem; the counter says how often
-        if (q.UserData is QueueState s && s.Stats.BadHeaders == 1)
+        if (s_state.Get(q) is { } s && s.Stats.BadHeaders == 1)
             q.Logger.LogError("queue {Queue}: virtio-net header lies (flags {Flags}, gso {Gso}); frame dropped", q.Index, h[0], h[1]);
     }
 

@@ -25,6 +25,13 @@ public readonly ref struct VirtqueueBurst
     /// <summary>The memory generation the ring runs on; valid for this burst.</summary>
     public GuestMemory Memory => Queue.Memory;
 
+    /// <summary>The queue's data-path policy, set by its device type (once, or again when it changes its mind).</summary>
+    public QueuePolicy Policy
+    {
+        get => Queue.Policy;
+        set => Queue.Policy = value;
+    }
+
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
     public int AvailableCount => Queue.AvailableCount;
 
