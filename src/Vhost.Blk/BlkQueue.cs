@@ -13,7 +13,7 @@ namespace Vhost.Blk;
 /// <see cref="Complete"/>. Requests finish in whatever order the storage finishes them. One per device queue,
 /// for the device's life, so work begun before a restart completes after it.
 /// </summary>
-internal sealed class BlkQueue : IQueueHandler
+internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
 {
     private const int Burst = 32;
     private const int SegmentsPerBurst = 4096;
@@ -187,7 +187,7 @@ internal sealed class BlkQueue : IQueueHandler
     }
 
     /// <summary>On an I/O thread: runs the request in slot <paramref name="index"/> and hands it back.</summary>
-    internal void Execute(int index)
+    public void Execute(int index)
     {
         long before = GC.GetAllocatedBytesForCurrentThread();
         var slot = _slots[index];

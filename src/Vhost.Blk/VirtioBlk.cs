@@ -17,8 +17,11 @@ public sealed class VirtioBlkOptions
     /// <summary>Refuse writes even if the storage allows them (VIRTIO_BLK_F_RO).</summary>
     public bool ReadOnly { get; init; }
 
-    /// <summary>I/O threads for storage that blocks (files, block devices); 0 runs everything on the queue threads.</summary>
+    /// <summary>I/O threads for storage that blocks (files, block devices); 0 runs everything on the event threads.</summary>
     public int IoThreads { get; init; } = 2;
+
+    /// <summary>An I/O pool shared with other devices (the caller disposes it); null: the device makes its own of <see cref="IoThreads"/>.</summary>
+    public BlkIoPool? IoPool { get; init; }
 
     /// <summary>seg_max: data segments per request the driver may use.</summary>
     public uint SegMax { get; init; } = 126;
@@ -44,6 +47,12 @@ public sealed class VirtioBlkOptions
     /// </summary>
     public TimeSpan SimulatedLatency { get; init; }
 
+    /// <summary>
+    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). One by default, as
+    /// qemu-storage-daemon: every connection would share this disk and its cache mode. Null: no limit.
+    /// </summary>
+    public int? MaxConnections { get; init; } = 1;
+
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -57,6 +66,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     private readonly VirtioBlkOptions _options;
     private readonly ILogger _logger;
     private readonly BlkIoPool? _pool;
+    private readonly bool _ownsPool;
     private readonly Lock _devicesLock = new();
     // a device's queue handlers live as long as the device (across ring restarts), so work begun before a restart completes after it
     private readonly Dictionary<VhostDevice, BlkQueue?[]> _devices = [];
@@ -78,7 +88,11 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         IsReadOnly = _options.ReadOnly || storage.IsReadOnly;
         _writeback = _options.Writeback;
         Encoding.ASCII.GetBytes(storage.Serial.AsSpan(0, Math.Min(storage.Serial.Length, BlkWire.IdBytes)), _id);
-        if ((storage.IsSlow || _options.SimulatedLatency > TimeSpan.Zero) && _options.IoThreads > 0) _pool = new BlkIoPool(_options.IoThreads);
+        if ((storage.IsSlow || _options.SimulatedLatency > TimeSpan.Zero) && _options.IoThreads > 0)
+        {
+            _pool = _options.IoPool ?? new BlkIoPool(_options.IoThreads);
+            _ownsPool = _options.IoPool == null;
+        }
         _meter = new Meter("Vhost.Blk");
         _meter.CreateObservableCounter("vhost.blk.requests", () => TotalStats().Requests, "{request}");
         _meter.CreateObservableCounter("vhost.blk.read_bytes", () => TotalStats().ReadBytes, "By");
@@ -114,9 +128,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
             foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.Geometry, BlkFeature.BlkSize,
                          BlkFeature.Flush, BlkFeature.Topology, BlkFeature.ConfigWce, BlkFeature.Mq, BlkFeature.Discard, BlkFeature.WriteZeroes])
                 f |= 1UL << bit;
+            // no VIRTIO_F_IN_ORDER: requests finish in the order the storage finishes them
             if (IsReadOnly) f |= 1UL << BlkFeature.ReadOnly;
-            // requests finish in the order the storage finishes them, which VIRTIO_F_IN_ORDER would forbid
-            f &= ~(1UL << VirtioFeature.InOrder);
             return f;
         }
     }
@@ -127,8 +140,10 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         VhostSocketOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.Config) | (1UL << (int)ProtocolFeature.InflightShmfd);
 
     /// <summary>Socket options that serve this device on <paramref name="path"/>.</summary>
-    public VhostSocketOptions CreateSocketOptions(string path, bool client = false, ILoggerFactory? loggerFactory = null) => new()
+    public VhostSocketOptions CreateSocketOptions(string path, bool client = false, ILoggerFactory? loggerFactory = null,
+        Vhost.Runtime.VhostRuntime? runtime = null) => new()
     {
+        Runtime = runtime,
         Path = path,
         Client = client,
         Features = Features,
@@ -138,6 +153,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         QueuesRequiredForReady = null,
         ConfigSpace = this,
         Ops = this,
+        MaxConnections = _options.MaxConnections,
         LoggerFactory = loggerFactory ?? _options.LoggerFactory,
     };
 
@@ -190,7 +206,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
             {
                 queues = new BlkQueue?[_options.Queues];
                 _devices[device] = queues;
-                device.Closed += Forget;
+                device.Closed.Register(static state => { var (blk, dev) = ((VirtioBlk, VhostDevice))state!; blk.Forget(dev); }, (this, device));
             }
             for (int i = 0; i < n; i++) queues[i] ??= new BlkQueue(this, device.Queue(i), _pool, _logger);
         }
@@ -264,7 +280,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     /// <summary>Stops the I/O threads; the sockets serving this device must be disposed first.</summary>
     public void Dispose()
     {
-        _pool?.Dispose();
+        if (_ownsPool) _pool?.Dispose();
         _meter.Dispose();
     }
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using Vhost.Device;
 
 namespace Vhost.Net;
 
@@ -111,7 +112,13 @@ public static class NetMetrics
         Meter.CreateObservableCounter("vhost.net.errors", () => Observe(s => s.Errors + s.BadHeaders), "packets");
     }
 
-    internal static void Register(int device, int queue, NetQueueStats stats) => Queues[(device, queue)] = stats;
+    /// <summary>Publishes a queue's counters until its device closes (device ids are never reused).</summary>
+    internal static void Register(VhostDevice device, int queue, NetQueueStats stats)
+    {
+        var entry = new KeyValuePair<(int, int), NetQueueStats>((device.Id, queue), stats);
+        Queues[entry.Key] = stats;
+        device.Closed.Register(static e => Queues.TryRemove((KeyValuePair<(int, int), NetQueueStats>)e!), entry);
+    }
 
     private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick) =>
         Queues.Select(kv => new Measurement<long>(pick(kv.Value),

@@ -20,18 +20,11 @@ public static class VirtioNet
     private const byte GsoNone = 0, GsoTcp4 = 1, GsoUdp = 3, GsoTcp6 = 4, GsoEcn = 0x80;
     private const int EthHeader = 14;
 
-    internal sealed class QueueState(int device, int queue)
+    internal sealed class QueueState
     {
         public readonly DescriptorChain[] Chains = new DescriptorChain[MaxBurst];
         public readonly BufferSegment[] Segments = new BufferSegment[MaxSegments];
-        public readonly NetQueueStats Stats = Register(device, queue);
-
-        private static NetQueueStats Register(int device, int queue)
-        {
-            var s = new NetQueueStats();
-            NetMetrics.Register(device, queue, s);
-            return s;
-        }
+        public readonly NetQueueStats Stats = new();
     }
 
     /// <summary>The virtio-net header length this device uses: 12 with VERSION_1 or MRG_RXBUF, else 10.</summary>
@@ -51,7 +44,8 @@ public static class VirtioNet
     private static QueueState State(VhostDevice device, Virtqueue q)
     {
         if (q.UserData is QueueState s) return s;
-        s = new QueueState(device.Id, q.Index);
+        s = new QueueState();
+        NetMetrics.Register(device, q.Index, s.Stats);
         // odd queues carry the guest's transmissions: we only read them
         if ((q.Index & 1) == 1)
         {

@@ -464,6 +464,8 @@ public sealed partial class VhostDevice
 
     private Outcome InbandKick(ReadOnlySpan<byte> p)
     {
+        if (!HasProtocolFeature(ProtocolFeature.InbandNotifications))
+            return Outcome.Fail("VRING_KICK without VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS");
         var (index, _) = Payload.ReadVringState(p);
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (q.KickFd is { } fd) EventFd.Signal(fd);
@@ -474,6 +476,12 @@ public sealed partial class VhostDevice
     {
         if (value > 0xff) return Outcome.Fail($"SET_STATUS 0x{value:x} is not a status byte");
         var status = (VirtioDeviceStatus)value;
+        if (status == VirtioDeviceStatus.None)
+        {
+            // writing 0 resets the device (virtio 1.2, 2.1): the driver sets it up again from scratch
+            ResetState("SET_STATUS 0");
+            return Outcome.Ok;
+        }
         if ((status & VirtioDeviceStatus.FeaturesOk) != 0 && !FeaturesSet)
             _logger.LogWarning("device {Id}: FEATURES_OK before SET_FEATURES", Id);
         Status = status;

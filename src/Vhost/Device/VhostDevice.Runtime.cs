@@ -22,7 +22,7 @@ public sealed partial class VhostDevice
     private Action? _pendingDone;
 
     // a close waiting for work in flight, and who to tell when the device is released
-    private Action? _closed;
+    private Action? _onClosed;
     private long _closingSince;
     private bool _closeWarned;
 
@@ -31,11 +31,6 @@ public sealed partial class VhostDevice
 
     internal Reactor Reactor { get; private set; } = null!;
 
-    /// <summary>
-    /// Raised on the device's reactor once the connection has ended and everything the device held is released
-    /// (work in flight completed, memory unmapped): device libraries forget their per-device state here.
-    /// </summary>
-    public event Action<VhostDevice>? Closed;
 
     /// <summary>Joins the reactor: called once, on that reactor's thread, before the first message.</summary>
     internal void AttachToReactor(Reactor reactor)
@@ -179,25 +174,25 @@ public sealed partial class VhostDevice
     internal void BeginClose(Action closed)
     {
         _requestClose = null;
-        _closed = closed;
+        _onClosed = closed;
         _closingSince = Environment.TickCount64;
         StopRunning("connection closed");
         StopServingAll();
         foreach (var q in _queues) q.BeginDrain();
         CheckClosing();
-        if (_closed != null) Reactor.Schedule(TimeSpan.FromMilliseconds(50), PollClosing);
+        if (_onClosed != null) Reactor.Schedule(TimeSpan.FromMilliseconds(50), PollClosing);
     }
 
     private void PollClosing()
     {
-        if (_closed == null) return;
+        if (_onClosed == null) return;
         CheckClosing();
-        if (_closed != null) Reactor.Schedule(TimeSpan.FromMilliseconds(50), PollClosing);
+        if (_onClosed != null) Reactor.Schedule(TimeSpan.FromMilliseconds(50), PollClosing);
     }
 
     private void CheckClosing()
     {
-        if (_closed == null) return;
+        if (_onClosed == null) return;
         int inFlight = _queues.Sum(q => q.WorkInFlight);
         if (inFlight > 0)
         {
@@ -210,21 +205,13 @@ public sealed partial class VhostDevice
             }
             return;
         }
-        var closed = _closed;
-        _closed = null;
+        var closed = _onClosed;
+        _onClosed = null;
         foreach (var s in _services) s.Detach();
         Reactor.Remove(ref _completionToken, _completionFd);
         Release();
         _completionFd.Dispose();
         Reactor.AddLoad(-1);
-        try
-        {
-            Closed?.Invoke(this);
-        }
-        catch (Exception e)
-        {
-            _logger.LogError(e, "device {Id}: a Closed handler threw", Id);
-        }
         closed();
     }
 

@@ -26,6 +26,7 @@ public sealed partial class VhostDevice : IGuestNotifier
     private volatile bool _running;
     private volatile string? _fault;
     private Action? _requestClose;
+    private readonly CancellationTokenSource _closed = new();
 
     internal VhostDevice(VhostSocketOptions options, ILogger logger, Action? requestClose)
     {
@@ -57,6 +58,12 @@ public sealed partial class VhostDevice : IGuestNotifier
 
     /// <summary>The current memory table (rte_vhost_get_mem_table).</summary>
     public GuestMemory Memory { get; private set; } = GuestMemory.Empty;
+
+    /// <summary>
+    /// Cancelled once the connection has closed and the device has let go of its memory and fds (a
+    /// registration made later runs at once): where device libraries drop what they keep per device.
+    /// </summary>
+    public CancellationToken Closed => _closed.Token;
 
     /// <summary>True between new_device and destroy_device.</summary>
     public bool IsRunning => _running;
@@ -222,7 +229,7 @@ public sealed partial class VhostDevice : IGuestNotifier
         if (_ops is { } ops) Callback("DestroyDevice", () => ops.DestroyDevice(this));
     }
 
-    /// <summary>RESET_OWNER / RESET_DEVICE: back to a fresh device on the same connection.</summary>
+    /// <summary>RESET_OWNER / RESET_DEVICE / SET_STATUS 0: back to a fresh device on the same connection.</summary>
     private void ResetState(string why)
     {
         StopRunning(why);
@@ -253,6 +260,15 @@ public sealed partial class VhostDevice : IGuestNotifier
         _backendChannel?.Dispose();
         _backendChannel = null;
         Registry.TryRemove(Id, out _);
+        try
+        {
+            _closed.Cancel();
+        }
+        catch (AggregateException e)
+        {
+            // a library's cleanup must not take the connection thread down with it
+            _logger.LogError(e.InnerException, "device {Id} ({Path}): a Closed callback failed", Id, SocketPath);
+        }
     }
 
     private void GuestNotified()

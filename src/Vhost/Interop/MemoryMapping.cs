@@ -61,6 +61,14 @@ public sealed unsafe class MemoryMapping : IDisposable
     }
 }
 
+/// <summary>What a path names, from lstat(2): a symbolic link is "something else", never followed.</summary>
+public enum PathEntry
+{
+    Missing,
+    Socket,
+    Other,
+}
+
 /// <summary>Facts about an fd, from fstat(2), and creation of anonymous memory files.</summary>
 public static unsafe class FileDescriptors
 {
@@ -77,6 +85,19 @@ public static unsafe class FileDescriptors
         uint type = st.Mode & Libc.S_IFMT;
         info = new Info(st.Size, type == Libc.S_IFREG, type == Libc.S_IFBLK, st.Mode);
         return true;
+    }
+
+    /// <summary>What is at <paramref name="path"/>; throws when it cannot be looked at (e.g. permission denied).</summary>
+    public static PathEntry Lookup(string path)
+    {
+        Libc.Stat st;
+        if (Libc.lstat(path, &st) != 0)
+        {
+            int e = Libc.Errno;
+            if (e is Libc.ENOENT or Libc.ENOTDIR) return PathEntry.Missing;
+            throw new NativeException($"lstat {path}", e);
+        }
+        return (st.Mode & Libc.S_IFMT) == Libc.S_IFSOCK ? PathEntry.Socket : PathEntry.Other;
     }
 
     /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>

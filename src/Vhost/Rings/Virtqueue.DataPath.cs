@@ -22,7 +22,9 @@ public sealed partial class Virtqueue
     private ushort _usedIdx;
     private bool _availWrap = true;
     private bool _usedWrap = true;
+    // the used index at the last interrupt check, and whether there was one since the ring (re)started
     private ushort _signalledUsed;
+    private bool _signalledValid;
     private bool _notifyEnabled = true;
 
     private ushort[] _stagedId = [];
@@ -59,6 +61,7 @@ public sealed partial class Virtqueue
             _usedIdx = (ushort)value;
         }
         _signalledUsed = _usedIdx;
+        _signalledValid = false;
         _heldCount = 0;
     }
 
@@ -87,6 +90,7 @@ public sealed partial class Virtqueue
             _usedIdx = used;
         }
         _signalledUsed = _usedIdx;
+        _signalledValid = false;
         RecoverInflight();
         // a choice made before the ring ran (or before a restart) reaches the ring now
         if (!_notifyEnabled) SetNotificationsEnabled(false);

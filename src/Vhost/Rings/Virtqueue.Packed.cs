@@ -222,11 +222,13 @@ public sealed partial class Virtqueue
             ushort offWrap = Volatile.Read(ref _avail.Ref<ushort>(0));
             int off = offWrap & 0x7fff;
             int newIdx = _usedIdx;
-            int oldIdx = old;
+            int oldIdx = _signalledUsed;
             if (newIdx <= oldIdx) oldIdx -= Size;
             if (((offWrap >> 15) != 0) != _usedWrap) off -= Size;
-            interrupt = (ushort)(newIdx - off - 1) < (ushort)(newIdx - oldIdx);
+            // as in the split ring: from the last check, and always once after a (re)start
+            interrupt = !_signalledValid || (ushort)(newIdx - off - 1) < (ushort)(newIdx - oldIdx);
         }
+        _signalledValid = true;
         _signalledUsed = _usedIdx;
         if (interrupt) Interrupt();
     }

@@ -167,14 +167,17 @@ public sealed partial class Virtqueue
         bool interrupt;
         if (EventIdx)
         {
+            // as Linux and DPDK: measured from the index of the last check, and always after a (re)start, when the
+            // driver's used_event may lie anywhere (a driver may also move it backwards)
             ushort usedEvent = Volatile.Read(ref _avail.Ref<ushort>((nuint)(4 + 2 * Size)));
-            interrupt = NeedEvent(usedEvent, u, old);
+            interrupt = !_signalledValid || NeedEvent(usedEvent, u, _signalledUsed);
         }
         else
         {
             interrupt = (Volatile.Read(ref _avail.Ref<ushort>(0)) & AvailNoInterrupt) == 0;
         }
         _signalledUsed = u;
+        _signalledValid = true;
         if (interrupt) Interrupt();
     }
 

@@ -43,6 +43,9 @@ internal sealed class Connection : IReadyHandler
 
     public VhostDevice Device => _device;
 
+    /// <summary>The connection has stopped reading and its device is being released.</summary>
+    public bool Ending => Volatile.Read(ref _closing);
+
     /// <summary>Set once the connection has ended and its device is released.</summary>
     public WaitHandle Ended => _ended.WaitHandle;
 
@@ -84,10 +87,14 @@ internal sealed class Connection : IReadyHandler
 
     private const string EndOfStream = "front-end closed the connection";
 
-    /// <summary>Reads and handles every whole message the socket holds, until it would block.</summary>
+    /// <summary>Messages one turn handles; the rest wait for the reactor's next turn, after the other devices had theirs.</summary>
+    private const int MessagesPerTurn = 16;
+
+    /// <summary>Reads and handles the whole messages the socket holds, until it would block or the turn's budget is spent.</summary>
     private void ReadAvailable()
     {
-        while (!_paused && !_closing)
+        // level-triggered: whatever is left after the budget makes the socket ready again on the next turn
+        for (int handled = 0; handled < MessagesPerTurn && !_paused && !_closing; handled++)
         {
             var (state, error) = ReadStep();
             if (state == Step.WouldBlock) return;

@@ -18,6 +18,7 @@ public sealed class VhostUserSocket : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
     private readonly List<Connection> _connections = [];
+    private readonly Queue<UnixSocket> _waiting = new();
     private readonly VhostRuntime _runtime;
     private Reactor? _reactor;
     private UnixSocket? _listener;
@@ -30,6 +31,7 @@ public sealed class VhostUserSocket : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(options.Path);
         if (options.MaxQueues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "MaxQueues must be 1..256");
+        if (options.MaxConnections is < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxConnections must be at least 1 (or null)");
         _options = options;
         _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost");
         _runtime = options.Runtime ?? VhostRuntime.Shared;
@@ -83,7 +85,7 @@ public sealed class VhostUserSocket : IDisposable
         }
         else
         {
-            if (File.Exists(Path)) File.Delete(Path); // a stale socket from an earlier run
+            RemoveStaleSocket();
             _listener = UnixSocket.Listen(Path);
             _listener.SetNonBlocking();
             var listener = _listener;
@@ -94,6 +96,19 @@ public sealed class VhostUserSocket : IDisposable
             }, TimeSpan.FromSeconds(10));
         }
         _logger.LogInformation("vhost-user socket {Path} started ({Mode})", Path, _options.Client ? "client" : "server");
+    }
+
+    /// <summary>A socket file left by an earlier run is replaced; anything else at the path is not ours to delete.</summary>
+    private void RemoveStaleSocket()
+    {
+        switch (FileDescriptors.Lookup(Path))
+        {
+            case PathEntry.Socket:
+                File.Delete(Path);
+                break;
+            case PathEntry.Other:
+                throw new IOException($"{Path} exists and is not a socket; refusing to replace it");
+        }
     }
 
     private sealed class AcceptWatch(VhostUserSocket owner) : IReadyHandler
@@ -112,8 +127,50 @@ public sealed class VhostUserSocket : IDisposable
                 if (errno is not (Libc.EAGAIN or Libc.EINTR)) _logger.LogError("accept on {Path} failed: {Error}", Path, Libc.Describe(errno));
                 return;
             }
+            Admit(s);
+        }
+    }
+
+    /// <summary>
+    /// MaxConnections: one more front-end is refused (one line, closed), unless a connection is still ending: a
+    /// front-end that reconnects right after leaving finds its old device releasing, and waits for it, not refused.
+    /// </summary>
+    private void Admit(UnixSocket s)
+    {
+        if (_options.MaxConnections is not { } max)
+        {
+            Run(s);
+            return;
+        }
+        string verdict;
+        lock (_lock)
+        {
+            int live = _connections.Count(c => !c.Ending);
+            verdict = live + _waiting.Count >= max ? "refuse" : _connections.Count + _waiting.Count >= max ? "wait" : "run";
+            if (verdict == "wait") _waiting.Enqueue(s);
+        }
+        if (verdict == "run")
+        {
             Run(s);
         }
+        else if (verdict == "refuse")
+        {
+            _logger.LogError("{Path}: connection refused: this socket serves at most {Max} front-end(s) at a time", Path, max);
+            s.Dispose();
+        }
+    }
+
+    /// <summary>A connection ended: a front-end waiting for its place gets it.</summary>
+    private void AdmitWaiting()
+    {
+        UnixSocket? next = null;
+        lock (_lock)
+        {
+            if (_waiting.Count > 0 && _connections.Count < (_options.MaxConnections ?? int.MaxValue)) next = _waiting.Dequeue();
+        }
+        if (next == null) return;
+        if (_stopping) next.Dispose();
+        else Run(next);
     }
 
     /// <summary>Client mode, on the socket's reactor: one connection attempt, and another after the interval if it failed.</summary>
@@ -143,6 +200,7 @@ public sealed class VhostUserSocket : IDisposable
         {
             lock (_lock) _connections.Remove(c);
             Disconnected?.Invoke(c.Device);
+            if (_options.MaxConnections != null) _reactor!.Post(AdmitWaiting);
             if (_options.Client && _options.Reconnect) _reactor!.Post(() => _reactor.Schedule(_options.ReconnectInterval, TryConnect));
         };
         lock (_lock) _connections.Add(conn);
@@ -175,8 +233,13 @@ public sealed class VhostUserSocket : IDisposable
             // a device of this socket may share the caller's reactor (Dispose from a callback): do not wait on ourselves
             if (!c.Device.Reactor?.IsCurrentThread ?? true) c.Ended.WaitOne(TimeSpan.FromSeconds(10));
         }
+        lock (_lock)
+        {
+            while (_waiting.Count > 0) _waiting.Dequeue().Dispose();
+        }
+        // only the socket we bound is ours to remove: a Start that refused the path leaves it alone
+        if (_listener != null && FileDescriptors.Lookup(Path) == PathEntry.Socket) File.Delete(Path);
         _listener?.Dispose();
-        if (!_options.Client && File.Exists(Path)) File.Delete(Path);
         _logger.LogInformation("vhost-user socket {Path} unregistered", Path);
     }
 
