@@ -116,7 +116,8 @@ public sealed class RacingGuestRingTests
         var chain = Chain(h, length);
         var whole = chain.Select(b => (b.Gpa, b.Length, b.Writable)).ToList();
         int served = 0, refused = 0;
-        for (int round = 0; round < Rounds; round++)
+        // at least Rounds, and on until both outcomes were seen: a racer descheduled on a loaded machine holds one value for a while
+        for (int round = 0; round < 16 * Rounds && (round < Rounds || served == 0 || refused == 0); round++)
         {
             int head = packed ? h.Packed.NextSlot : -1;
             ushort id = h.Driver.Add(chain);
@@ -168,7 +169,8 @@ public sealed class RacingGuestRingTests
         h.Driver.WriteDescriptor(5, a, 64, DriverRing.Next, 9);
         h.Driver.WriteDescriptor(9, b, 128, DriverRing.Write, 0);
         int served = 0, refused = 0;
-        for (int round = 0; round < Rounds; round++)
+        // at least Rounds, and on until both outcomes were seen: a racer descheduled on a loaded machine holds one value for a while
+        for (int round = 0; round < 16 * Rounds && (round < Rounds || served == 0 || refused == 0); round++)
         {
             ushort idx = h.Split.AvailIndex;
             h.Split.Publish(5);
@@ -255,7 +257,7 @@ public sealed class RacingGuestRingTests
         using var racer = new GuestRacer(h.Memory, 2);
         ulong a = h.Memory.Allocate(64, 64);
         int asked = 0, quiet = 0;
-        for (int round = 0; round < Rounds; round++)
+        for (int round = 0; round < 16 * Rounds && (round < Rounds || asked == 0 || quiet == 0); round++)
         {
             ushort id = h.Driver.Add(new DriverBuffer(a, 64, true));
             Assert.Equal(1, h.Pop());
