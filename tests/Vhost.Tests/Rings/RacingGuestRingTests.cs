@@ -14,8 +14,8 @@ namespace Vhost.Tests.Rings;
 /// </summary>
 public sealed class RacingGuestRingTests
 {
-    /// <summary>Rounds per test: each one pop with the field moving; a few hundred give both outcomes many times.</summary>
-    private const int Rounds = 600;
+    /// <summary>Rounds per test, each one pop with the field moving: thousands, since a read-twice window of a few tens of ns is hit about once in a thousand.</summary>
+    private const int Rounds = 6000;
 
     private const ulong Unmapped = 0x40_0000_0000;
 
