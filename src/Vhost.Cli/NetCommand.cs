@@ -47,9 +47,14 @@ internal static class NetCommand
         {
             Description = "wait for the front-end's kicks instead of busy-polling (DPDK's interrupt mode): no CPU while idle",
         };
+        var macTable = new Option<int>("--mac-table-size")
+        {
+            Description = "switch: MAC addresses the switch learns at most (one table for the process); a source MAC beyond it is not learned, only counted",
+            DefaultValueFactory = _ => MacTable.DefaultCapacity,
+        };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction, threads, eventDriven,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction, threads, eventDriven, macTable,
         };
         cmd.SetAction(r =>
         {
@@ -67,13 +72,18 @@ internal static class NetCommand
                 Console.Error.WriteLine("--threads must be at least 1");
                 return 2;
             }
+            if (r.GetValue(macTable) is < 1 or > (1 << 24))
+            {
+                Console.Error.WriteLine("--mac-table-size must be between 1 and 16777216");
+                return 2;
+            }
             if (r.GetValue(eventDriven) && mode is "txonly" or "switch")
             {
                 Console.Error.WriteLine($"--fwd {mode} polls; it has no event-driven form");
                 return 2;
             }
             using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count),
-                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick), r.GetValue(threads), r.GetValue(eventDriven));
+                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick), r.GetValue(threads), r.GetValue(eventDriven), r.GetValue(macTable));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
@@ -95,7 +105,7 @@ internal sealed class NetForwarder : IDisposable
     private readonly int _pairs;
     private readonly int _txSize;
     private readonly CancellationTokenSource _stop = new();
-    private readonly Dictionary<ulong, int> _macTable = [];
+    private readonly MacTable _macTable;
     private readonly PollGroup? _group;
     private readonly VhostRuntime? _runtime;
     private readonly System.Collections.Concurrent.ConcurrentBag<ThreadResources> _resources = [];
@@ -105,8 +115,9 @@ internal sealed class NetForwarder : IDisposable
     private readonly bool _startOnKick;
 
     public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
-        TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false)
+        TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false, int macTableSize = MacTable.DefaultCapacity)
     {
+        _macTable = new MacTable(macTableSize);
         _txLimit = txLimit;
         _startDelay = startDelay;
         _startOnKick = startOnKick;
@@ -176,6 +187,12 @@ internal sealed class NetForwarder : IDisposable
             Console.Out.WriteLine(json
                 ? $"{{\"port\":{i},\"total\":true,\"rx_packets\":{s.RxPackets},\"tx_packets\":{s.TxPackets},\"rx_bytes\":{s.RxBytes},\"tx_bytes\":{s.TxBytes},\"dropped\":{s.Dropped}}}"
                 : $"port {i} totals: rx {s.RxPackets} packets {s.RxBytes} bytes, tx {s.TxPackets} packets {s.TxBytes} bytes, dropped {s.Dropped}");
+        }
+        if (_mode == "switch")
+        {
+            Console.Out.WriteLine(json
+                ? $"{{\"mac_table\":true,\"learned\":{_macTable.Count},\"capacity\":{_macTable.Capacity},\"refused\":{_macTable.Refused}}}"
+                : $"mac table: {_macTable.Count} of {_macTable.Capacity} learned, {_macTable.Refused} learnings refused (table full)");
         }
         foreach (var p in _ports)
         {
@@ -324,10 +341,10 @@ internal sealed class NetForwarder : IDisposable
                     for (int i = 0; i < n; i++)
                     {
                         var data = burst[i].Data;
-                        _macTable[Frames.Mac(data, 6)] = port.Id;
+                        _macTable.Learn(Frames.Mac(data, 6), port.Id);
                         one[0] = burst[i];
                         bool unicast = (data[0] & 1) == 0;
-                        if (unicast && _macTable.TryGetValue(Frames.Mac(data, 0), out int to) && to != port.Id)
+                        if (unicast && _macTable.TryGetPort(Frames.Mac(data, 0), out int to) && to != port.Id)
                         {
                             SendTo(_ports[to], one);
                         }

@@ -78,7 +78,7 @@ public sealed partial class VhostDevice
         MemoryMapping map;
         try
         {
-            map = MemoryMapping.Map(fd, (nuint)(offset + size));
+            map = MemoryMapping.Map(fd, (nuint)(offset + size), logger: _logger);
             map.Faulted = () => Fault("the in-flight area shrank under its mapping (its fd was truncated)");
         }
         catch (NativeException e)

@@ -234,7 +234,7 @@ public sealed partial class VhostDevice
         for (int i = 0; i < n; i++)
         {
             var info = Payload.ReadRegion(p.Slice(Payload.MemoryTableHeader + i * Payload.MemoryRegion));
-            var region = GuestMemoryRegion.TryMap(info, fds[i]!, out var error);
+            var region = GuestMemoryRegion.TryMap(info, fds[i]!, out var error, _logger);
             if (region == null)
             {
                 foreach (var r in mapped) r.Dispose();
@@ -282,7 +282,7 @@ public sealed partial class VhostDevice
             fd.Dispose();
             return Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
         }
-        var region = GuestMemoryRegion.TryMap(info, fd, out var error);
+        var region = GuestMemoryRegion.TryMap(info, fd, out var error, _logger);
         if (region == null)
         {
             fd.Dispose();

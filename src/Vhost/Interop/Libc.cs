@@ -27,6 +27,10 @@ internal static unsafe partial class Libc
     public const int EFD_CLOEXEC = 0x80000;
     public const int EFD_NONBLOCK = 0x800;
     public const uint MFD_CLOEXEC = 1;
+    public const uint MFD_ALLOW_SEALING = 2;
+    public const int F_ADD_SEALS = 1033;
+    public const int F_GET_SEALS = 1034;
+    public const int F_SEAL_SHRINK = 2;
     public const int O_CLOEXEC = 0x80000;
     public const short POLLIN = 1;
     public const int F_GETFD = 1;

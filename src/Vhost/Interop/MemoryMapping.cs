@@ -1,4 +1,5 @@
 using System.Numerics;
+using Microsoft.Extensions.Logging;
 
 namespace Vhost.Interop;
 
@@ -12,12 +13,17 @@ public sealed unsafe class MemoryMapping : IDisposable
     private byte* _address;
     private readonly int _guardSlot;
 
-    private MemoryMapping(byte* address, nuint length, nuint pageSize)
+    private MemoryMapping(byte* address, nuint length, nuint pageSize, bool canShrink, ILogger? logger)
     {
         _address = address;
         Length = length;
-        _guardSlot = SigbusGuard.Add(this, address, length, pageSize);
+        CanShrink = canShrink;
+        // a file sealed against shrinking cannot SIGBUS us, so it needs none of the guard's slots
+        _guardSlot = canShrink ? SigbusGuard.Add(this, address, length, pageSize, logger) : -1;
     }
+
+    /// <summary>Whether the file could shrink under the mapping (false when it carries F_SEAL_SHRINK).</summary>
+    public bool CanShrink { get; }
 
     public nuint Length { get; }
 
@@ -37,8 +43,11 @@ public sealed unsafe class MemoryMapping : IDisposable
     /// <summary>The whole mapping. Only valid until Dispose.</summary>
     public NativeWindow Window => _address == null ? throw new ObjectDisposedException(nameof(MemoryMapping)) : new(_address, Length);
 
-    /// <summary>Maps [0, length) of fd shared, read-write. The caller has checked the fd's size.</summary>
-    public static MemoryMapping Map(SafeFd fd, nuint length, bool writable = true)
+    /// <summary>
+    /// Maps [0, length) of fd shared, read-write. The caller has checked the fd's size. The guard is taken only
+    /// when the file can shrink; <paramref name="logger"/> hears about a full guard table.
+    /// </summary>
+    public static MemoryMapping Map(SafeFd fd, nuint length, bool writable = true, ILogger? logger = null)
     {
         if (length == 0) throw new ArgumentOutOfRangeException(nameof(length));
         // the page the guard replaces must be the file's page size: hugetlbfs mappings split only at huge pages
@@ -46,7 +55,7 @@ public sealed unsafe class MemoryMapping : IDisposable
         nuint page = Libc.fstat(fd, &st) == 0 && st.BlockSize >= 4096 && BitOperations.IsPow2(st.BlockSize) ? (nuint)st.BlockSize : 4096;
         void* p = Libc.mmap(null, length, Libc.PROT_READ | (writable ? Libc.PROT_WRITE : 0), Libc.MAP_SHARED, fd, 0);
         if (p == (void*)-1) throw new NativeException("mmap", Libc.Errno);
-        return new MemoryMapping((byte*)p, length, page);
+        return new MemoryMapping((byte*)p, length, page, !FileDescriptors.IsSealedAgainstShrinking(fd), logger);
     }
 
     public void Dispose()
@@ -100,7 +109,29 @@ public static unsafe class FileDescriptors
         return (st.Mode & Libc.S_IFMT) == Libc.S_IFSOCK ? PathEntry.Socket : PathEntry.Other;
     }
 
-    /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>
+    /// <summary>
+    /// Whether the file carries F_SEAL_SHRINK (QEMU seals its memfd backends so by default). A seal can never be
+    /// removed, so a sealed file cannot shrink under a mapping; a file without seals (EINVAL) is not sealed.
+    /// </summary>
+    public static bool IsSealedAgainstShrinking(SafeFd fd)
+    {
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            int seals = Libc.fcntl(fd.Fd, Libc.F_GET_SEALS);
+            return seals >= 0 && (seals & Libc.F_SEAL_SHRINK) != 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
     /// <summary>Whether <paramref name="fd"/> is an eventfd (the only kind a kick, call or err fd may be).</summary>
     public static bool IsEventFd(SafeFd fd)
     {
@@ -142,9 +173,10 @@ public static unsafe class FileDescriptors
         }
     }
 
-    public static SafeFd CreateMemFd(string name, long size)
+    /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>
+    public static SafeFd CreateMemFd(string name, long size, bool allowSealing = false)
     {
-        int fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);
+        int fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC | (allowSealing ? Libc.MFD_ALLOW_SEALING : 0));
         if (fd < 0) throw new NativeException("memfd_create", Libc.Errno);
         var h = new SafeFd(fd);
         if (Libc.ftruncate(h, size) != 0)
@@ -154,6 +186,21 @@ public static unsafe class FileDescriptors
             throw new NativeException("ftruncate", e);
         }
         return h;
+    }
+
+    /// <summary>Adds seals (F_ADD_SEALS) to a memfd made with allowSealing.</summary>
+    public static void AddSeals(SafeFd fd, int seals)
+    {
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            if (Libc.fcntl(fd.Fd, Libc.F_ADD_SEALS, seals) != 0) throw new NativeException("fcntl(F_ADD_SEALS)", Libc.Errno);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
     }
 
     public static void Truncate(SafeFd fd, long size)

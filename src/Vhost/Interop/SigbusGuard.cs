@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
 
 namespace Vhost.Interop;
 
@@ -24,6 +25,9 @@ internal static unsafe partial class SigbusGuard
     // matches an address in [start, end); it is made live by writing end last and retired by clearing end
     // first, so the handler never sees a half-written slot as a wider range.
     private const int Slots = 4096;
+
+    /// <summary>How many mappings can be guarded at once.</summary>
+    internal const int Capacity = Slots;
     private const int SlotBytes = 32;
     private const int HeaderBytes = 32;
     private const int SIGBUS = 7;
@@ -127,6 +131,8 @@ internal static unsafe partial class SigbusGuard
     private static bool _tried;
     private static long _seenFaults;
     private static Timer? _watch;
+    private static bool _fullLogged;
+    private static long _refusedForFullTable;
 
     /// <summary>Whether the handler is installed (x86-64 Linux, and the runtime had a SIGBUS handler to chain to).</summary>
     public static bool Active => _data != null;
@@ -168,8 +174,14 @@ internal static unsafe partial class SigbusGuard
         return true;
     }
 
-    /// <summary>Guards [address, address + length); returns the slot, or -1 if the guard is off or full.</summary>
-    public static int Add(MemoryMapping owner, void* address, nuint length, nuint pageSize)
+    /// <summary>Mappings left unguarded because every slot was taken.</summary>
+    public static long RefusedForFullTable => Interlocked.Read(ref _refusedForFullTable);
+
+    /// <summary>
+    /// Guards [address, address + length); returns the slot, or -1 if the guard is off or full. A full table
+    /// is logged once, then again only after a slot has been freed and the table filled up again.
+    /// </summary>
+    public static int Add(MemoryMapping owner, void* address, nuint length, nuint pageSize, ILogger? logger = null)
     {
         lock (Gate)
         {
@@ -187,6 +199,12 @@ internal static unsafe partial class SigbusGuard
                 if ((ulong)(i + 1) > Volatile.Read(ref _data[2])) Volatile.Write(ref _data[2], (ulong)(i + 1));
                 return i;
             }
+            Interlocked.Increment(ref _refusedForFullTable);
+            if (!_fullLogged && logger != null)
+            {
+                _fullLogged = true;
+                logger?.LogError("the SIGBUS guard's table is full ({Slots} mappings): this and later mappings of files that can shrink are unguarded, and a front-end that truncates one kills the process", Slots);
+            }
             return -1;
         }
     }
@@ -201,6 +219,7 @@ internal static unsafe partial class SigbusGuard
             Volatile.Write(ref s[1], 0UL);
             Volatile.Write(ref s[0], 0UL);
             Owners[slot] = null;
+            _fullLogged = false;
         }
     }
 

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Vhost.Interop;
 
 namespace Vhost.Memory;
@@ -65,7 +66,7 @@ public sealed class GuestMemoryRegion : IDisposable
     /// Validates and maps. Takes ownership of <paramref name="fd"/> on success; on failure returns null with
     /// the reason and leaves the fd to the caller.
     /// </summary>
-    public static GuestMemoryRegion? TryMap(in MemoryRegionInfo info, SafeFd fd, out string? error)
+    public static GuestMemoryRegion? TryMap(in MemoryRegionInfo info, SafeFd fd, out string? error, ILogger? logger = null)
     {
         error = Validate(info);
         if (error != null) return null;
@@ -88,7 +89,7 @@ public sealed class GuestMemoryRegion : IDisposable
         }
         try
         {
-            var mapping = MemoryMapping.Map(fd, (nuint)needed);
+            var mapping = MemoryMapping.Map(fd, (nuint)needed, logger: logger);
             return new GuestMemoryRegion(info, mapping, fd);
         }
         catch (NativeException e)

@@ -104,7 +104,7 @@ internal sealed partial class PackedRing : RingEngine
             }
             var chain = new DescriptorChain();
             string? reason = null;
-            var r = WalkPacked(segments[used..], ref chain, ref reason, out int slots, out ushort id);
+            var r = WalkPacked(headFlags, segments[used..], ref chain, ref reason, out int slots, out ushort id);
             if (Q.Faulted) return n;
             if (r == Walk.NoRoom)
             {
@@ -146,7 +146,7 @@ internal sealed partial class PackedRing : RingEngine
     /// Walks one chain from _lastAvail. Always finds the chain's end (so a bad chain can be skipped whole);
     /// a chain that runs past the ring size faults the queue.
     /// </summary>
-    private Walk WalkPacked(Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason, out int slots, out ushort id)
+    private Walk WalkPacked(ushort headFlags, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason, out int slots, out ushort id)
     {
         var result = Walk.Ok;
         int idx = _lastAvail;
@@ -163,7 +163,8 @@ internal sealed partial class PackedRing : RingEngine
             ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(d);
             uint len = BinaryPrimitives.ReadUInt32LittleEndian(d[8..]);
             id = BinaryPrimitives.ReadUInt16LittleEndian(d[12..]);
-            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(d[14..]);
+            // the head's flags were read once, by the caller's availability check: use that copy, not a second read
+            ushort flags = slots == 1 ? headFlags : BinaryPrimitives.ReadUInt16LittleEndian(d[14..]);
             if (result == Walk.Ok)
             {
                 if ((flags & DescIndirect) != 0)

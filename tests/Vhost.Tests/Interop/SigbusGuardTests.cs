@@ -1,4 +1,5 @@
 using Vhost.Interop;
+using Vhost.Testing.BackEnd;
 
 namespace Vhost.Tests.Interop;
 
@@ -41,4 +42,51 @@ public sealed class SigbusGuardTests
     [Fact]
     public void HandlerBytesMatchTheListing() =>
         Assert.Equal(GnuAssembler.Assemble(SigbusGuard.Listing), SigbusGuard.HandlerTemplate());
+
+    /// <summary>QEMU seals its memfd against shrinking: such a file cannot SIGBUS us and takes no slot.</summary>
+    [Fact]
+    public void AMemfdSealedAgainstShrinkingIsNotGuarded()
+    {
+        using var fd = FileDescriptors.CreateMemFd("vhost-sealed", 64 << 10, allowSealing: true);
+        FileDescriptors.AddSeals(fd, Libc.F_SEAL_SHRINK);
+        using var map = MemoryMapping.Map(fd, 64 << 10);
+        Assert.False(map.CanShrink);
+        Assert.False(map.IsGuarded);
+        Assert.NotEqual(0, Libc.ftruncate(fd, 4096)); // the kernel refuses: EPERM
+        map.Window.Span(60 << 10, 16).Fill(1);
+    }
+
+    [Fact]
+    public void AnUnsealedMemfdIsGuarded()
+    {
+        using var fd = FileDescriptors.CreateMemFd("vhost-unsealed", 4096, allowSealing: true);
+        using var map = MemoryMapping.Map(fd, 4096);
+        Assert.True(map.CanShrink);
+        Assert.True(map.IsGuarded);
+    }
+
+    [Fact]
+    public void AFullTableLogsOneLine()
+    {
+        using var logs = new CapturingLoggerProvider();
+        var logger = logs.CreateLogger("Vhost");
+        using var fd = FileDescriptors.CreateMemFd("vhost-full", 4096);
+        var maps = new List<MemoryMapping>();
+        try
+        {
+            long refusedBefore = SigbusGuard.RefusedForFullTable;
+            // the test assembly runs serially, so only this test's mappings compete for the slots
+            for (int i = 0; i < SigbusGuard.Capacity + 3; i++) maps.Add(MemoryMapping.Map(fd, 4096, logger: logger));
+            Assert.True(maps[0].IsGuarded);
+            Assert.False(maps[^1].IsGuarded);
+            Assert.True(SigbusGuard.RefusedForFullTable - refusedBefore >= 3);
+            Assert.Single(logs.Errors, e => e.Contains("SIGBUS guard's table is full", StringComparison.Ordinal));
+        }
+        finally
+        {
+            foreach (var m in maps) m.Dispose();
+        }
+        using var again = MemoryMapping.Map(fd, 4096, logger: logger);
+        Assert.True(again.IsGuarded, "slots freed by Dispose are reused");
+    }
 }
