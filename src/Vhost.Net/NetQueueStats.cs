@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using Vhost.Device;
 
 namespace Vhost.Net;
 
@@ -111,9 +112,24 @@ public static class NetMetrics
         Meter.CreateObservableCounter("vhost.net.errors", () => Observe(s => s.Errors + s.BadHeaders), "packets");
     }
 
-    internal static void Register(int device, int queue, NetQueueStats stats) => Queues[(device, queue)] = stats;
+    internal static void Register(int device, int queue, NetQueueStats stats)
+    {
+        // every connection is a new device id: without this a front-end reconnecting in a loop grows the table forever
+        Prune();
+        Queues[(device, queue)] = stats;
+    }
 
-    private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick) =>
-        Queues.Select(kv => new Measurement<long>(pick(kv.Value),
+    /// <summary>Drops the series of devices whose connection is gone (their ids never come back).</summary>
+    private static void Prune()
+    {
+        foreach (var key in Queues.Keys)
+            if (VhostDevice.Find(key.Device) == null) Queues.TryRemove(key, out _);
+    }
+
+    private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick)
+    {
+        Prune();
+        return Queues.Select(kv => new Measurement<long>(pick(kv.Value),
             new KeyValuePair<string, object?>("device", kv.Key.Device), new KeyValuePair<string, object?>("queue", kv.Key.Queue)));
+    }
 }
