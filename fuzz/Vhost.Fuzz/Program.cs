@@ -137,7 +137,7 @@ internal static class MessageTarget
         finally
         {
             foreach (var fd in fds) fd?.Dispose();
-            device.Close();
+            device.Release();
         }
     }
 
@@ -223,7 +223,7 @@ internal static class MemTableTarget
         finally
         {
             foreach (var fd in fds) fd?.Dispose();
-            device.Close();
+            device.Release();
         }
     }
 

@@ -2,13 +2,19 @@ using Vhost.Interop;
 
 namespace Vhost.Blk;
 
+/// <summary>What the pool runs: a queue's request in one of its slots.</summary>
+internal interface IBlkIoWork
+{
+    void Execute(int slot);
+}
+
 /// <summary>
 /// Threads that run blocking storage I/O so a slow disk never holds up a ring. Work arrives through a
-/// lock-free ring; an eventfd in semaphore mode wakes one thread per item.
+/// lock-free ring; an eventfd in semaphore mode wakes a thread per item, and a woken thread runs every item it finds.
 /// </summary>
-internal sealed class BlkIoPool : IDisposable
+public sealed class BlkIoPool : IDisposable
 {
-    private readonly MpmcRing<(BlkQueueWorker Worker, int Slot)> _work = new(1 << 16);
+    private readonly MpmcRing<(IBlkIoWork Work, int Slot)> _work = new(1 << 16);
     private readonly SafeFd _wake = EventSemaphore.Create();
     private readonly Thread[] _threads;
     private volatile bool _stopping;
@@ -24,9 +30,9 @@ internal sealed class BlkIoPool : IDisposable
     }
 
     /// <summary>False when the ring is full: the caller runs the request itself.</summary>
-    public bool TrySubmit(BlkQueueWorker worker, int slot)
+    internal bool TrySubmit(IBlkIoWork work, int slot)
     {
-        if (!_work.TryEnqueue((worker, slot))) return false;
+        if (!_work.TryEnqueue((work, slot))) return false;
         EventSemaphore.Post(_wake, 1);
         return true;
     }
@@ -35,7 +41,9 @@ internal sealed class BlkIoPool : IDisposable
     {
         while (EventSemaphore.Wait(_wake) && !_stopping)
         {
-            if (_work.TryDequeue(out var item)) item.Worker.Execute(item.Slot);
+            // drain, not one item per wake: a wake whose item sat behind a cell another producer had claimed but not yet
+            // filled finds nothing, and that item is then run by the wake of the producer that fills the cell
+            while (_work.TryDequeue(out var item)) item.Work.Execute(item.Slot);
         }
     }
 

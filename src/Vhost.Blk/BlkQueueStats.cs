@@ -23,7 +23,8 @@ public sealed class BlkQueueStats
     /// <summary>Every request answered.</summary>
     public long Requests => Reads + Writes + Flushes + Discards + WriteZeroes + GetIds + Invalid + Unsupported;
 
-    internal void Add(BlkQueueStats other)
+    /// <summary>Adds another set of counters to these (totals over queues or devices).</summary>
+    public void Add(BlkQueueStats other)
     {
         _reads += other.Reads; _writes += other.Writes; _readBytes += other.ReadBytes; _writtenBytes += other.WrittenBytes;
         _flushes += other.Flushes; _discards += other.Discards; _writeZeroes += other.WriteZeroes; _getIds += other.GetIds;

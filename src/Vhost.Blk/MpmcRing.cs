@@ -22,6 +22,8 @@ internal sealed class MpmcRing<T>
         _mask = capacity - 1;
     }
 
+    public int Capacity => _items.Length;
+
     public bool TryEnqueue(T item)
     {
         long pos = Volatile.Read(ref _enqueue);

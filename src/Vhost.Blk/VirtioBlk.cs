@@ -17,8 +17,11 @@ public sealed class VirtioBlkOptions
     /// <summary>Refuse writes even if the storage allows them (VIRTIO_BLK_F_RO).</summary>
     public bool ReadOnly { get; init; }
 
-    /// <summary>I/O threads for storage that blocks (files, block devices); 0 runs everything on the queue threads.</summary>
+    /// <summary>I/O threads for storage that blocks (files, block devices); 0 runs everything on the event threads.</summary>
     public int IoThreads { get; init; } = 2;
+
+    /// <summary>An I/O pool shared with other devices (the caller disposes it); null: the device makes its own of <see cref="IoThreads"/>.</summary>
+    public BlkIoPool? IoPool { get; init; }
 
     /// <summary>seg_max: data segments per request the driver may use.</summary>
     public uint SegMax { get; init; } = 126;
@@ -44,12 +47,18 @@ public sealed class VirtioBlkOptions
     /// </summary>
     public TimeSpan SimulatedLatency { get; init; }
 
+    /// <summary>
+    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). One by default, as
+    /// qemu-storage-daemon: every connection would share this disk and its cache mode. Null: no limit.
+    /// </summary>
+    public int? MaxConnections { get; init; } = 1;
+
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
 /// <summary>
 /// A vhost-user virtio-blk device over an <see cref="IBlockStorage"/>: feature set, config space, and a
-/// thread per queue serving requests (the counterpart of DPDK's examples/vhost_blk, as a library).
+/// handler per queue that the runtime wakes on kicks (the counterpart of DPDK's examples/vhost_blk, as a library).
 /// One instance serves every connection of a socket; devices come and go with the front-end.
 /// </summary>
 public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
@@ -57,8 +66,10 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     private readonly VirtioBlkOptions _options;
     private readonly ILogger _logger;
     private readonly BlkIoPool? _pool;
+    private readonly bool _ownsPool;
     private readonly Lock _devicesLock = new();
-    private readonly Dictionary<VhostDevice, BlkQueueWorker[]> _devices = [];
+    // a device's queue handlers live as long as the device (across ring restarts), so work begun before a restart completes after it
+    private readonly Dictionary<VhostDevice, BlkQueue?[]> _devices = [];
     private readonly BlkQueueStats _retired = new();
     private readonly byte[] _id = new byte[BlkWire.IdBytes];
     private readonly Meter _meter;
@@ -77,7 +88,11 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         IsReadOnly = _options.ReadOnly || storage.IsReadOnly;
         _writeback = _options.Writeback;
         Encoding.ASCII.GetBytes(storage.Serial.AsSpan(0, Math.Min(storage.Serial.Length, BlkWire.IdBytes)), _id);
-        if ((storage.IsSlow || _options.SimulatedLatency > TimeSpan.Zero) && _options.IoThreads > 0) _pool = new BlkIoPool(_options.IoThreads);
+        if ((storage.IsSlow || _options.SimulatedLatency > TimeSpan.Zero) && _options.IoThreads > 0)
+        {
+            _pool = _options.IoPool ?? new BlkIoPool(_options.IoThreads);
+            _ownsPool = _options.IoPool == null;
+        }
         _meter = new Meter("Vhost.Blk");
         _meter.CreateObservableCounter("vhost.blk.requests", () => TotalStats().Requests, "{request}");
         _meter.CreateObservableCounter("vhost.blk.read_bytes", () => TotalStats().ReadBytes, "By");
@@ -113,9 +128,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
             foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.Geometry, BlkFeature.BlkSize,
                          BlkFeature.Flush, BlkFeature.Topology, BlkFeature.ConfigWce, BlkFeature.Mq, BlkFeature.Discard, BlkFeature.WriteZeroes])
                 f |= 1UL << bit;
+            // no VIRTIO_F_IN_ORDER: requests finish in the order the storage finishes them
             if (IsReadOnly) f |= 1UL << BlkFeature.ReadOnly;
-            // requests finish in the order the storage finishes them, which VIRTIO_F_IN_ORDER would forbid
-            f &= ~(1UL << VirtioFeature.InOrder);
             return f;
         }
     }
@@ -126,8 +140,10 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         VhostSocketOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.Config) | (1UL << (int)ProtocolFeature.InflightShmfd);
 
     /// <summary>Socket options that serve this device on <paramref name="path"/>.</summary>
-    public VhostSocketOptions CreateSocketOptions(string path, bool client = false, ILoggerFactory? loggerFactory = null) => new()
+    public VhostSocketOptions CreateSocketOptions(string path, bool client = false, ILoggerFactory? loggerFactory = null,
+        Vhost.Runtime.VhostRuntime? runtime = null) => new()
     {
+        Runtime = runtime,
         Path = path,
         Client = client,
         Features = Features,
@@ -137,6 +153,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         QueuesRequiredForReady = null,
         ConfigSpace = this,
         Ops = this,
+        MaxConnections = _options.MaxConnections,
         LoggerFactory = loggerFactory ?? _options.LoggerFactory,
     };
 
@@ -147,8 +164,8 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         lock (_devicesLock)
         {
             total.Add(_retired);
-            foreach (var workers in _devices.Values)
-                foreach (var w in workers) total.Add(w.Stats);
+            foreach (var queues in _devices.Values)
+                foreach (var q in queues) if (q != null) total.Add(q.Stats);
         }
         return total;
     }
@@ -158,48 +175,55 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     {
         get
         {
-            lock (_devicesLock) return _devices.Values.Sum(ws => ws.Sum(w => w.InFlight));
+            lock (_devicesLock) return _devices.Values.Sum(qs => qs.Sum(q => q?.InFlight ?? 0));
         }
     }
 
-    /// <summary>Counters of one queue of the running devices.</summary>
+    /// <summary>Counters of one queue of the connected devices.</summary>
     public BlkQueueStats QueueStats(int queue)
     {
         var total = new BlkQueueStats();
         lock (_devicesLock)
         {
-            foreach (var workers in _devices.Values)
-                foreach (var w in workers)
-                    if (w.QueueIndex == queue) total.Add(w.Stats);
+            foreach (var queues in _devices.Values)
+                if (queue < queues.Length && queues[queue] is { } q) total.Add(q.Stats);
         }
         return total;
     }
 
-    internal BlkQueueWorker[] Workers(VhostDevice device)
+    internal BlkQueue[] Workers(VhostDevice device)
     {
-        lock (_devicesLock) return _devices.TryGetValue(device, out var w) ? w : [];
+        lock (_devicesLock) return _devices.TryGetValue(device, out var q) ? [.. q.Where(x => x != null).Select(x => x!)] : [];
     }
 
     public override bool NewDevice(VhostDevice device)
     {
         int n = Math.Min(device.ConfiguredQueueCount, _options.Queues);
-        var workers = new BlkQueueWorker[n];
-        for (int i = 0; i < n; i++) workers[i] = new BlkQueueWorker(this, device.Queue(i), _pool, _logger);
-        lock (_devicesLock) _devices[device] = workers;
-        foreach (var w in workers) w.Start();
+        BlkQueue?[]? queues;
+        lock (_devicesLock)
+        {
+            if (!_devices.TryGetValue(device, out queues))
+            {
+                queues = new BlkQueue?[_options.Queues];
+                _devices[device] = queues;
+                device.Closed.Register(static state => { var (blk, dev) = ((VirtioBlk, VhostDevice))state!; blk.Forget(dev); }, (this, device));
+            }
+            for (int i = 0; i < n; i++) queues[i] ??= new BlkQueue(this, device.Queue(i), _pool, _logger);
+        }
+        for (int i = 0; i < n; i++) device.Serve(i, queues[i]!);
         _logger.LogInformation("blk device {Id}: serving {Queues} queue(s), {Capacity} bytes{Ro}, write {Mode}",
             device.Id, n, Storage.Capacity, IsReadOnly ? " read-only" : "", _writeback ? "back" : "through");
         return true;
     }
 
-    public override void DestroyDevice(VhostDevice device)
+    /// <summary>The device is released (every request it began has completed): its counters join the retired ones.</summary>
+    private void Forget(VhostDevice device)
     {
-        BlkQueueWorker[]? workers;
-        lock (_devicesLock) _devices.Remove(device, out workers);
-        if (workers == null) return;
-        foreach (var w in workers) w.Dispose();
         lock (_devicesLock)
-            foreach (var w in workers) _retired.Add(w.Stats);
+        {
+            if (!_devices.Remove(device, out var queues)) return;
+            foreach (var q in queues) if (q != null) _retired.Add(q.Stats);
+        }
     }
 
     bool IDeviceConfigSpace.Read(VhostDevice device, uint offset, Span<byte> destination)
@@ -256,10 +280,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     /// <summary>Stops the I/O threads; the sockets serving this device must be disposed first.</summary>
     public void Dispose()
     {
-        VhostDevice[] devices;
-        lock (_devicesLock) devices = [.. _devices.Keys];
-        foreach (var d in devices) DestroyDevice(d);
-        _pool?.Dispose();
+        if (_ownsPool) _pool?.Dispose();
         _meter.Dispose();
     }
 }

@@ -15,7 +15,13 @@ internal static class BlkCommand
 
     public static Command Create()
     {
-        var socket = new Option<string>("--socket") { Description = "vhost-user socket path", Required = true };
+        var socket = new Option<string[]>("--socket")
+        {
+            Description = "vhost-user socket path (repeat for more devices, each with its own in-memory disk)",
+            Required = true,
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var threads = new Option<int>("--threads") { Description = "event threads serving the devices' sockets and queues", DefaultValueFactory = _ => 1 };
         var image = new Option<string?>("--image") { Description = "raw image file or block device (created with --size if missing)" };
         var size = new Option<string?>("--size") { Description = "disk size in bytes (K/M/G suffixes); in-memory disk when no --image" };
         var readOnly = new Option<bool>("--readonly") { Description = "refuse writes (VIRTIO_BLK_F_RO)" };
@@ -28,7 +34,7 @@ internal static class BlkCommand
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
         var cmd = new Command("blk", "virtio-blk back-end: serves a disk image, block device or RAM disk over vhost-user")
         {
-            socket, image, size, readOnly, queues, client, ioThreads, writethrough, latency, period, verbose,
+            socket, image, size, readOnly, queues, client, ioThreads, writethrough, latency, period, verbose, threads,
         };
         cmd.SetAction(r =>
         {
@@ -47,56 +53,97 @@ internal static class BlkCommand
                 Console.Error.WriteLine("--queues must be 1..64");
                 return 2;
             }
+            var paths = r.GetValue(socket)!;
+            if (paths.Length > 1 && r.GetValue(image) != null)
+            {
+                Console.Error.WriteLine("--image serves one socket; several sockets each get an in-memory disk");
+                return 2;
+            }
+            if (r.GetValue(threads) < 1)
+            {
+                Console.Error.WriteLine("--threads must be at least 1");
+                return 2;
+            }
             using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
                 .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information));
-            IBlockStorage storage;
+            var storages = new List<IBlockStorage>();
             try
             {
-                storage = r.GetValue(image) is { } path
-                    ? new FileDisk(path, r.GetValue(readOnly), File.Exists(path) ? null : bytes ?? DefaultSize)
-                    : new MemoryDisk(bytes ?? DefaultSize);
+                foreach (var _ in paths)
+                {
+                    storages.Add(r.GetValue(image) is { } path
+                        ? new FileDisk(path, r.GetValue(readOnly), File.Exists(path) ? null : bytes ?? DefaultSize)
+                        : new MemoryDisk(bytes ?? DefaultSize));
+                }
             }
             catch (IOException e)
             {
                 Console.Error.WriteLine(e.Message);
+                foreach (var st in storages) st.Dispose();
                 return 1;
             }
-            using (storage)
+            using var runtime = new Runtime.VhostRuntime(new Runtime.VhostRuntimeOptions { EventThreads = r.GetValue(threads), LoggerFactory = lf });
+            using var pool = storages[0].IsSlow || r.GetValue(latency) > 0 ? new BlkIoPool(Math.Max(1, r.GetValue(ioThreads))) : null;
+            try
             {
-                return Serve(storage, r.GetValue(socket)!, new VirtioBlkOptions
+                return Serve(storages, paths, new VirtioBlkOptions
                 {
                     Queues = r.GetValue(queues),
                     ReadOnly = r.GetValue(readOnly),
                     IoThreads = r.GetValue(ioThreads),
+                    IoPool = r.GetValue(ioThreads) > 0 ? pool : null,
                     Writeback = !r.GetValue(writethrough),
                     SimulatedLatency = TimeSpan.FromMilliseconds(Math.Max(0, r.GetValue(latency))),
                     LoggerFactory = lf,
-                }, r.GetValue(client), r.GetValue(period));
+                }, r.GetValue(client), r.GetValue(period), runtime);
+            }
+            finally
+            {
+                foreach (var st in storages) st.Dispose();
             }
         });
         return cmd;
     }
 
-    private static int Serve(IBlockStorage storage, string path, VirtioBlkOptions options, bool client, double period)
+    private sealed class Served(VirtioBlk blk, VhostUserSocket socket)
+    {
+        public VirtioBlk Blk { get; } = blk;
+        public VhostUserSocket Socket { get; } = socket;
+    }
+
+    private static int Serve(List<IBlockStorage> storages, string[] paths, VirtioBlkOptions options, bool client, double period, Runtime.VhostRuntime runtime)
     {
         using var stop = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-        var blk = new VirtioBlk(storage, options);
-        var socket = new VhostUserSocket(blk.CreateSocketOptions(path, client));
-        socket.Start();
-        Console.Out.WriteLine($"vhost blk: {path} ({(client ? "client" : "server")}), {storage.Capacity} bytes{(blk.IsReadOnly ? " read-only" : "")}, {options.Queues} queue(s), {(storage is MemoryDisk ? "memory" : "file")}");
+        var served = new List<Served>();
+        for (int i = 0; i < paths.Length; i++)
+        {
+            var blk = new VirtioBlk(storages[i], options);
+            var socket = new VhostUserSocket(blk.CreateSocketOptions(paths[i], client, runtime: runtime));
+            socket.Start();
+            served.Add(new Served(blk, socket));
+        }
+        var storage = storages[0];
+        string where = paths.Length == 1 ? paths[0] : $"{paths.Length} sockets ({paths[0]} ...)";
+        Console.Out.WriteLine($"vhost blk: {where} ({(client ? "client" : "server")}), {storage.Capacity} bytes{(served[0].Blk.IsReadOnly ? " read-only" : "")}, {options.Queues} queue(s), {(storage is MemoryDisk ? "memory" : "file")}");
         Console.Out.Flush();
+        BlkQueueStats Total()
+        {
+            var t = new BlkQueueStats();
+            foreach (var s in served) t.Add(s.Blk.TotalStats());
+            return t;
+        }
         var sw = Stopwatch.StartNew();
-        var last = blk.TotalStats();
+        var last = Total();
         double lastT = 0;
         while (!stop.Token.WaitHandle.WaitOne(period > 0 ? TimeSpan.FromSeconds(period) : Timeout.InfiniteTimeSpan))
         {
             double now = sw.Elapsed.TotalSeconds, dt = now - lastT;
             lastT = now;
-            var s = blk.TotalStats();
+            var s = Total();
             long reqs = s.Requests - last.Requests;
-            int inFlight = blk.InFlight;
+            int inFlight = served.Sum(x => x.Blk.InFlight);
             if (reqs > 0 || inFlight > 0)
             {
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -105,9 +152,9 @@ internal static class BlkCommand
             }
             last = s;
         }
-        socket.Dispose();
-        blk.Dispose();
-        var t = blk.TotalStats();
+        foreach (var x in served) x.Socket.Dispose();
+        foreach (var x in served) x.Blk.Dispose();
+        var t = Total();
         double secs = sw.Elapsed.TotalSeconds;
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"totals over {secs:F1} s: {t.Requests} requests ({t.Reads} reads {t.ReadBytes} bytes, {t.Writes} writes {t.WrittenBytes} bytes, {t.Flushes} flushes, {t.Discards} discards, {t.WriteZeroes} write-zeroes, {t.GetIds} get-id), {t.IoErrors} I/O errors, {t.Invalid} refused, {t.Unsupported} unsupported"));

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Vhost.Device;
 using Vhost.Net;
 using Vhost.Rings;
+using Vhost.Runtime;
 using Vhost.Transport;
 
 namespace Vhost.Cli;
@@ -38,9 +39,17 @@ internal static class NetCommand
             Description = "flush received frames' cache lines after copying them: Off, Tuned (when measured faster) or Always",
             DefaultValueFactory = _ => LineEviction.Tuned,
         };
+        var threads = new Option<int>("--threads")
+        {
+            Description = "threads that serve the ports' queues (polling threads, or event threads with --event-driven); default: one per queue pair, at most one per CPU",
+        };
+        var eventDriven = new Option<bool>("--event-driven")
+        {
+            Description = "wait for the front-end's kicks instead of busy-polling (DPDK's interrupt mode): no CPU while idle",
+        };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction, threads, eventDriven,
         };
         cmd.SetAction(r =>
         {
@@ -53,15 +62,30 @@ internal static class NetCommand
             VirtioNet.TransmitLineEviction = r.GetValue(eviction);
             using var lf = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
                 .SetMinimumLevel(r.GetValue(verbose) ? LogLevel.Debug : LogLevel.Warning));
+            if (r.GetValue(threads) < 0)
+            {
+                Console.Error.WriteLine("--threads must be at least 1");
+                return 2;
+            }
+            if (r.GetValue(eventDriven) && mode is "txonly" or "switch")
+            {
+                Console.Error.WriteLine($"--fwd {mode} polls; it has no event-driven form");
+                return 2;
+            }
             using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count),
-                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick));
+                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick), r.GetValue(threads), r.GetValue(eventDriven));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
     }
 }
 
-/// <summary>The ports, their polling threads and the forwarding modes of `vhost net`.</summary>
+/// <summary>
+/// The ports and the forwarding modes of `vhost net`. Each queue pair of each port is served by the runtime: polled by
+/// the threads of one poll group (the default), or woken by the front-end's kicks on the runtime's event threads
+/// (--event-driven). Buffers come from one packet pool per serving thread, shared by every port the thread serves,
+/// so an idle port costs no pool of its own.
+/// </summary>
 internal sealed class NetForwarder : IDisposable
 {
     public static readonly string[] Modes = ["io", "macswap", "rxonly", "txonly", "switch", "responder"];
@@ -72,13 +96,16 @@ internal sealed class NetForwarder : IDisposable
     private readonly int _txSize;
     private readonly CancellationTokenSource _stop = new();
     private readonly Dictionary<ulong, int> _macTable = [];
+    private readonly PollGroup? _group;
+    private readonly VhostRuntime? _runtime;
+    private readonly System.Collections.Concurrent.ConcurrentBag<ThreadResources> _resources = [];
 
     private readonly long _txLimit;
     private readonly TimeSpan _startDelay;
     private readonly bool _startOnKick;
 
     public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
-        TimeSpan startDelay = default, bool startOnKick = false)
+        TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false)
     {
         _txLimit = txLimit;
         _startDelay = startDelay;
@@ -86,26 +113,41 @@ internal sealed class NetForwarder : IDisposable
         _mode = mode;
         _pairs = Math.Max(1, pairs);
         _txSize = Math.Clamp(txSize, 60, 9000);
+        if (threads <= 0) threads = Math.Clamp(paths.Length * _pairs, 1, Environment.ProcessorCount);
+        Threads = threads;
+        EventDriven = eventDriven;
+        if (mode != "switch")
+        {
+            if (eventDriven) _runtime = new VhostRuntime(new VhostRuntimeOptions { EventThreads = threads, LoggerFactory = lf });
+            else _group = new PollGroup(threads, "vhost-net-poll", lf);
+        }
         _ports = new Port[paths.Length];
         for (int i = 0; i < paths.Length; i++)
         {
-            var port = new Port(i, paths[i]);
-            port.Socket = new VhostUserSocket(NetFeatures.Options(paths[i], _pairs, port, client, lf));
+            var port = new Port(this, i, paths[i]);
+            port.Socket = new VhostUserSocket(NetFeatures.Options(paths[i], _pairs, port, client, lf, _runtime));
             _ports[i] = port;
         }
     }
+
+    public int Threads { get; }
+
+    public bool EventDriven { get; }
 
     public int Run(double period, bool json)
     {
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; _stop.Cancel(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _stop.Cancel(); });
         foreach (var p in _ports) p.Socket.Start();
-        Console.Out.WriteLine($"vhost net: {_mode} on {string.Join(", ", _ports.Select(p => p.Path))} ({_pairs} queue pair(s) per port)");
+        Console.Out.WriteLine($"vhost net: {_mode} on {string.Join(", ", _ports.Select(p => p.Path))} ({_pairs} queue pair(s) per port, "
+            + (_mode == "switch" ? "1 switch thread)" : $"{Threads} {(EventDriven ? "event" : "polling")} thread(s))"));
         Console.Out.Flush();
-        var threads = _mode == "switch"
-            ? [new Thread(() => SwitchLoop()) { IsBackground = true, Name = "switch" }]
-            : _ports.Select(p => new Thread(() => PortLoop(p)) { IsBackground = true, Name = $"port {p.Id}" }).ToArray();
-        foreach (var t in threads) t.Start();
+        Thread? switchThread = null;
+        if (_mode == "switch")
+        {
+            switchThread = new Thread(SwitchLoop) { IsBackground = true, Name = "switch" };
+            switchThread.Start();
+        }
         var sw = Stopwatch.StartNew();
         var last = _ports.Select(p => p.Snapshot()).ToArray();
         double lastT = 0;
@@ -124,7 +166,10 @@ internal sealed class NetForwarder : IDisposable
             }
             Console.Out.Flush();
         }
-        foreach (var t in threads) t.Join(TimeSpan.FromSeconds(2));
+        switchThread?.Join(TimeSpan.FromSeconds(2));
+        // the sockets go first: their devices stop, so no thread serves a port while the totals are read
+        foreach (var p in _ports) p.Socket.Dispose();
+        _group?.Dispose();
         for (int i = 0; i < _ports.Length; i++)
         {
             var s = _ports[i].Snapshot();
@@ -148,92 +193,95 @@ internal sealed class NetForwarder : IDisposable
         return 0;
     }
 
-    private void PortLoop(Port port)
+    /// <summary>What a serving thread forwards with: its packet pool and burst arrays, shared by every port it serves.</summary>
+    private sealed class ThreadResources : IDisposable
     {
-        using var pool = new PacketPool(8192);
-        var burst = new Packet[32];
-        var replies = new Packet[32];
-        var template = Array.Empty<Packet>();
-        var backoff = new IdleBackoff();
+        public readonly PacketPool Pool = new(8192);
+        public readonly Packet[] Burst = new Packet[32];
+        public readonly Packet[] Replies = new Packet[32];
+        public Packet[]? Template;
+
+        public void Dispose() => Pool.Dispose();
+    }
+
+    [ThreadStatic]
+    private static ThreadResources? t_resources;
+
+    private ThreadResources Resources()
+    {
+        var r = t_resources;
+        if (r != null) return r;
+        r = new ThreadResources();
         if (_mode == "txonly")
         {
-            template = new Packet[32];
+            r.Template = new Packet[32];
             var frame = Frames.TxOnly(_txSize);
-            for (int i = 0; i < template.Length; i++) pool.TryCreate(frame, out template[i]);
+            for (int i = 0; i < r.Template.Length; i++) r.Pool.TryCreate(frame, out r.Template[i]);
         }
-        VhostDevice? started = null;
-        long sendFrom = 0;
-        var kicked = new bool[_pairs];
-        int drainTick = 0;
-        while (!_stop.IsCancellationRequested)
+        _resources.Add(r);
+        t_resources = r;
+        return r;
+    }
+
+    /// <summary>One burst each way on queue pair <paramref name="qp"/> of <paramref name="port"/>; true when it moved frames.</summary>
+    private bool ServePair(Port port, VhostDevice dev, int qp)
+    {
+        var res = Resources();
+        ref var pair = ref port.Pairs[qp];
+        if (pair.Device != dev)
         {
-            var dev = port.Device;
-            if (dev == null || !dev.IsRunning)
-            {
-                Thread.Sleep(1);
-                continue;
-            }
-            if (dev != started)
-            {
-                started = dev;
-                sendFrom = Environment.TickCount64 + (long)_startDelay.TotalMilliseconds;
-                Array.Fill(kicked, !_startOnKick);
-            }
+            pair.Device = dev;
+            pair.SendFrom = Environment.TickCount64 + (long)_startDelay.TotalMilliseconds;
+            pair.Kicked = !_startOnKick;
+            pair.DrainTick = 0;
+        }
+        var pool = res.Pool;
+        var burst = res.Burst;
+        if (_mode == "txonly")
+        {
             // DPDK's virtio driver fills its receive rings, then discards whatever is already used in them
             // (virtio_dev_start), and that happens after the device is ready here: an exact count needs a wait,
             // which --start-on-kick ties to the kick that follows the discard
-            if (_mode == "txonly" && Environment.TickCount64 < sendFrom)
+            if (Environment.TickCount64 < pair.SendFrom) return false;
+            if (!pair.Kicked && !(pair.Kicked = WasKicked(dev, 2 * qp))) return false;
+            var template = res.Template!;
+            int want = template.Length;
+            if (_txLimit > 0) want = (int)Math.Min(want, _txLimit - Volatile.Read(ref port.TxPackets));
+            int sent = want > 0 ? VirtioNet.EnqueueBurst(dev, 2 * qp, template.AsSpan(0, want)) : 0;
+            if (sent > 0) port.CountTx(template.AsSpan(0, sent));
+            // txonly never receives: drain and drop what the guest sends, when the guest's ring had no room
+            // (it may be waiting for its own transmissions to complete) or every sixteenth pass
+            if (sent < want || (++pair.DrainTick & 15) == 0)
             {
-                Thread.Sleep(1);
-                continue;
+                int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+                pool.Free(burst.AsSpan(0, d));
             }
-            bool idle = true;
-            for (int qp = 0; qp < _pairs; qp++)
-            {
-                if (_mode == "txonly")
-                {
-                    if (!kicked[qp] && !(kicked[qp] = WasKicked(dev, 2 * qp))) continue;
-                    int want = template.Length;
-                    if (_txLimit > 0) want = (int)Math.Min(want, _txLimit - port.TxPackets);
-                    int sent = want > 0 ? VirtioNet.EnqueueBurst(dev, 2 * qp, template.AsSpan(0, want)) : 0;
-                    if (sent > 0) { idle = false; port.CountTx(template.AsSpan(0, sent)); }
-                    // txonly never receives: drain and drop what the guest sends, when the guest's ring had no room
-                    // or every sixteenth pass: polling the empty queue after every full burst was about 5 % of the
-                    // back-end's samples in a profile of enqueue at 19 Mpps
-                    if (sent < want || (++drainTick & 15) == 0)
-                    {
-                        int d = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
-                        pool.Free(burst.AsSpan(0, d));
-                    }
-                    continue;
-                }
-                int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
-                if (n == 0) continue;
-                idle = false;
-                port.CountRx(burst.AsSpan(0, n));
-                switch (_mode)
-                {
-                    case "rxonly":
-                        break;
-                    case "io":
-                        port.Send(dev, 2 * qp, burst.AsSpan(0, n));
-                        break;
-                    case "macswap":
-                        for (int i = 0; i < n; i++) Frames.SwapMacs(burst[i].Data);
-                        port.Send(dev, 2 * qp, burst.AsSpan(0, n));
-                        break;
-                    case "responder":
-                        int r = 0;
-                        for (int i = 0; i < n; i++)
-                            if (Frames.Respond(burst[i])) replies[r++] = burst[i];
-                        port.Send(dev, 2 * qp, replies.AsSpan(0, r));
-                        break;
-                }
-                pool.Free(burst.AsSpan(0, n));
-            }
-            backoff.After(idle);
+            return sent > 0;
         }
-        foreach (var t in template) if (!t.IsNull) pool.Free(t);
+        int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
+        if (n == 0) return false;
+        port.CountRx(burst.AsSpan(0, n));
+        switch (_mode)
+        {
+            case "rxonly":
+                break;
+            case "io":
+                port.Send(dev, 2 * qp, burst.AsSpan(0, n));
+                break;
+            case "macswap":
+                for (int i = 0; i < n; i++) Frames.SwapMacs(burst[i].Data);
+                port.Send(dev, 2 * qp, burst.AsSpan(0, n));
+                break;
+            case "responder":
+                int r = 0;
+                var replies = res.Replies;
+                for (int i = 0; i < n; i++)
+                    if (Frames.Respond(burst[i])) replies[r++] = burst[i];
+                port.Send(dev, 2 * qp, replies.AsSpan(0, r));
+                break;
+        }
+        pool.Free(burst.AsSpan(0, n));
+        return true;
     }
 
     /// <summary>
@@ -307,9 +355,21 @@ internal sealed class NetForwarder : IDisposable
     {
         _stop.Cancel();
         foreach (var p in _ports) p.Socket?.Dispose();
+        _group?.Dispose();
+        _runtime?.Dispose();
+        foreach (var r in _resources) r.Dispose();
     }
 
-    private sealed class Port(int id, string path) : VhostDeviceOps
+    /// <summary>What the forwarder keeps per queue pair of a port's current device.</summary>
+    private struct PairState
+    {
+        public VhostDevice? Device;
+        public long SendFrom;
+        public bool Kicked;
+        public int DrainTick;
+    }
+
+    private sealed class Port(NetForwarder owner, int id, string path) : VhostDeviceOps, IQueueHandler
     {
         public int Id { get; } = id;
 
@@ -321,13 +381,42 @@ internal sealed class NetForwarder : IDisposable
 
         public long RxPackets, RxBytes, TxPackets, TxBytes, Dropped;
 
+        public readonly PairState[] Pairs = new PairState[owner._pairs];
+
         public override bool NewDevice(VhostDevice device)
         {
-            // every queue is polled: a kick would only cost the front-end an eventfd write per burst
-            for (int q = 0; q < device.Queues.Count; q++) device.EnableGuestNotification(q, false);
             Device = device;
+            if (owner._mode != "switch")
+            {
+                for (int qp = 0; qp < owner._pairs && 2 * qp + 1 < device.Queues.Count; qp++)
+                {
+                    // polled queues ask for no kicks: a kick would only cost the front-end an eventfd write per burst
+                    if (!owner.EventDriven)
+                    {
+                        device.EnableGuestNotification(2 * qp, false);
+                        device.EnableGuestNotification(2 * qp + 1, false);
+                    }
+                    device.Serve(2 * qp + 1, this, owner.EventDriven ? QueueMode.Event : QueueMode.Polling, owner._group);
+                }
+            }
+            else
+            {
+                for (int q = 0; q < device.Queues.Count; q++) device.EnableGuestNotification(q, false);
+            }
             Console.Out.WriteLine($"port {Id}: device {device.Id} ready (features 0x{device.Features:x})");
             return true;
+        }
+
+        /// <summary>The runtime serves the port's transmit queue 2qp+1: one burst each way on that queue pair.</summary>
+        public bool Serve(VhostDevice device, int queue)
+        {
+            if (!device.IsRunning) return false;
+            if (owner.ServePair(this, device, queue >> 1)) return true;
+            if (!owner.EventDriven) return false;
+            // event-driven and the ring ran dry: re-arm the kick (avail_event or the event flags), then look once
+            // more, for what the driver added before it could see the re-arm
+            device.EnableGuestNotification(queue, true);
+            return owner.ServePair(this, device, queue >> 1);
         }
 
         /// <summary>The last device seen, for its queue statistics at exit.</summary>
@@ -342,14 +431,19 @@ internal sealed class NetForwarder : IDisposable
 
         public void CountRx(ReadOnlySpan<Packet> packets)
         {
-            RxPackets += packets.Length;
-            foreach (var p in packets) RxBytes += p.Length;
+            long bytes = 0;
+            foreach (var p in packets) bytes += p.Length;
+            // queue pairs of one port may be served by different threads
+            Interlocked.Add(ref RxPackets, packets.Length);
+            Interlocked.Add(ref RxBytes, bytes);
         }
 
         public void CountTx(ReadOnlySpan<Packet> packets)
         {
-            TxPackets += packets.Length;
-            foreach (var p in packets) TxBytes += p.Length;
+            long bytes = 0;
+            foreach (var p in packets) bytes += p.Length;
+            Interlocked.Add(ref TxPackets, packets.Length);
+            Interlocked.Add(ref TxBytes, bytes);
         }
 
         /// <summary>Sends, retrying briefly while the guest refills its ring, then drops what is left.</summary>
@@ -363,7 +457,7 @@ internal sealed class NetForwarder : IDisposable
                 if (n == 0) Thread.SpinWait(1);
             }
             CountTx(packets[..done]);
-            Dropped += packets.Length - done;
+            if (done < packets.Length) Interlocked.Add(ref Dropped, packets.Length - done);
         }
 
         public Totals Snapshot() => new(Volatile.Read(ref RxPackets), Volatile.Read(ref RxBytes), Volatile.Read(ref TxPackets), Volatile.Read(ref TxBytes), Volatile.Read(ref Dropped));

@@ -29,7 +29,7 @@ public static class NetFeatures
     /// because front-ends (QEMU, virtio-user) run the control queue themselves and virtio-user needs it for MQ.</summary>
     public static ulong Default =>
         VhostSocketOptions.DefaultFeatures | Bits(MrgRxbuf, Csum, GuestCsum, HostTso4, HostTso6, HostEcn, HostUfo,
-            GuestTso4, GuestTso6, GuestEcn, GuestUfo, Mq, CtrlVq, Mtu, Status, GuestAnnounce);
+            GuestTso4, GuestTso6, GuestEcn, GuestUfo, Mq, CtrlVq, Mtu, Status, GuestAnnounce, VirtioFeature.InOrder);
 
     public static ulong DefaultProtocol =>
         VhostSocketOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.Rarp) | (1UL << (int)ProtocolFeature.NetMtu);
@@ -43,8 +43,9 @@ public static class NetFeatures
 
     /// <summary>Socket options for a net device with <paramref name="queuePairs"/> queue pairs.</summary>
     public static VhostSocketOptions Options(string path, int queuePairs = 1, VhostDeviceOps? ops = null, bool client = false,
-        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null) => new()
+        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null, Runtime.VhostRuntime? runtime = null) => new()
     {
+        Runtime = runtime,
         Path = path,
         Client = client,
         MaxQueues = 2 * queuePairs,

@@ -112,24 +112,15 @@ public static class NetMetrics
         Meter.CreateObservableCounter("vhost.net.errors", () => Observe(s => s.Errors + s.BadHeaders), "packets");
     }
 
-    internal static void Register(int device, int queue, NetQueueStats stats)
+    /// <summary>Publishes a queue's counters until its device closes (device ids are never reused).</summary>
+    internal static void Register(VhostDevice device, int queue, NetQueueStats stats)
     {
-        // every connection is a new device id: without this a front-end reconnecting in a loop grows the table forever
-        Prune();
-        Queues[(device, queue)] = stats;
+        var entry = new KeyValuePair<(int, int), NetQueueStats>((device.Id, queue), stats);
+        Queues[entry.Key] = stats;
+        device.Closed.Register(static e => Queues.TryRemove((KeyValuePair<(int, int), NetQueueStats>)e!), entry);
     }
 
-    /// <summary>Drops the series of devices whose connection is gone (their ids never come back).</summary>
-    private static void Prune()
-    {
-        foreach (var key in Queues.Keys)
-            if (VhostDevice.Find(key.Device) == null) Queues.TryRemove(key, out _);
-    }
-
-    private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick)
-    {
-        Prune();
-        return Queues.Select(kv => new Measurement<long>(pick(kv.Value),
+    private static IEnumerable<Measurement<long>> Observe(Func<NetQueueStats, long> pick) =>
+        Queues.Select(kv => new Measurement<long>(pick(kv.Value),
             new KeyValuePair<string, object?>("device", kv.Key.Device), new KeyValuePair<string, object?>("queue", kv.Key.Queue)));
-    }
 }

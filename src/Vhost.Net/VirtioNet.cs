@@ -20,18 +20,13 @@ public static class VirtioNet
     private const byte GsoNone = 0, GsoTcp4 = 1, GsoUdp = 3, GsoTcp6 = 4, GsoEcn = 0x80;
     private const int EthHeader = 14;
 
-    internal sealed class QueueState(int device, int queue)
+    internal sealed class QueueState
     {
         public readonly DescriptorChain[] Chains = new DescriptorChain[MaxBurst];
         public readonly BufferSegment[] Segments = new BufferSegment[MaxSegments];
-        public readonly NetQueueStats Stats = Register(device, queue);
-
-        private static NetQueueStats Register(int device, int queue)
-        {
-            var s = new NetQueueStats();
-            NetMetrics.Register(device, queue, s);
-            return s;
-        }
+        public readonly NetQueueStats Stats = new();
+        // the header length the transmit policy was set for; 0: not set yet
+        public int TransmitPolicyHeader;
     }
 
     /// <summary>The virtio-net header length this device uses: 12 with VERSION_1 or MRG_RXBUF, else 10.</summary>
@@ -40,7 +35,7 @@ public static class VirtioNet
 
     /// <summary>
     /// What a transmit queue's fast path does with the lines of the frames it has copied out
-    /// (<see cref="Virtqueue.TakenLineEviction"/>), set on each queue when it is first served. Tuned by default: the
+    /// (<see cref="QueuePolicy.TakenLineEviction"/>), set on each queue when it is first served. Tuned by default: the
     /// lines leave our cache when that measures faster for the guest (the header line stays).
     /// </summary>
     public static LineEviction TransmitLineEviction { get; set; } = LineEviction.Tuned;
@@ -48,22 +43,30 @@ public static class VirtioNet
     /// <summary>Statistics of one queue (rte_vhost_vring_stats_get).</summary>
     public static NetQueueStats Stats(VhostDevice device, int queueId) => State(device, device.Queue(queueId)).Stats;
 
-    private static QueueState State(VhostDevice device, Virtqueue q)
+    private static readonly QueueLocal<QueueState> s_state = new();
+
+    private static QueueState State(VhostDevice device, Virtqueue q) => s_state.Get(q) ?? CreateState(device, q);
+
+    // apart from State so that its closure is made only when a queue gets its state
+    private static QueueState CreateState(VhostDevice device, Virtqueue q) => s_state.GetOrAdd(q, queue =>
     {
-        if (q.UserData is QueueState s) return s;
-        s = new QueueState(device.Id, q.Index);
-        // odd queues carry the guest's transmissions: we only read them
-        if ((q.Index & 1) == 1)
-        {
-            q.DeviceReadsOnly = true;
-            // DequeueBurst returns every chain it pops, in order, in the same flush
-            q.BatchInOrderUsed = true;
-            q.HoldTakenReturns = true;
-            q.TakenLineEviction = TransmitLineEviction;
-        }
-        q.UserData = s;
+        var s = new QueueState();
+        NetMetrics.Register(device, queue.Index, s.Stats);
         return s;
-    }
+    });
+
+    /// <summary>
+    /// What the guest's transmit queues ask of the ring engine: we only read them, and DequeueBurst returns every
+    /// chain it pops, in order, in the same flush; the header's line stays in the cache when the rest is evicted.
+    /// </summary>
+    private static QueuePolicy TransmitPolicy(int hdrLen) => new()
+    {
+        DeviceReadsOnly = true,
+        BatchInOrderUsed = true,
+        HoldTakenReturns = true,
+        TakenLineEviction = TransmitLineEviction,
+        TakenLineEvictionSkip = hdrLen,
+    };
 
     /// <summary>
     /// Guest to host: fills <paramref name="packets"/> with frames the guest sent on <paramref name="queueId"/>
@@ -74,7 +77,7 @@ public static class VirtioNet
     {
         if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) == 0 || packets.IsEmpty) return 0;
         var q = device.Queue(queueId);
-        if (!q.AccessLock.TryEnter()) return 0;
+        if (!q.TryBeginBurst(out var burst)) return 0;
         try
         {
             if (!q.IsReady) return 0;
@@ -88,27 +91,32 @@ public static class VirtioNet
             int want = Math.Min(packets.Length - produced, MaxBurst);
             if (want == 0) return produced;
             int hdrLen = HeaderLength(device);
-            q.TakenLineEvictionSkip = hdrLen;
+            // set under the lease, on the first burst and whenever the header length changed with the features
+            if (st.TransmitPolicyHeader != hdrLen)
+            {
+                burst.Policy = TransmitPolicy(hdrLen);
+                st.TransmitPolicyHeader = hdrLen;
+            }
             // The fast path, and a second look when it came up short but the ring is not dry: often a whole
             // burst became visible just after Take looked (the driver publishes a burst at once); about one
             // burst in twelve went the general way before the second look. What the fast path declines goes to Pop.
             for (int look = 0; look < 2; look++)
             {
                 var taker = new TxTaker(packets[produced..], pool, hdrLen);
-                int took = q.Take(ref taker, want);
+                int took = burst.Take(ref taker, want);
                 st.Stats.CountBurst(packets.Slice(produced, took));
                 produced += took;
                 want -= took;
-                if (want == 0 || q.NothingToPop) return produced;
+                if (want == 0 || burst.NothingToPop) return produced;
             }
-            int n = q.Pop(st.Chains.AsSpan(0, want), st.Segments);
+            int n = burst.Pop(st.Chains.AsSpan(0, want), st.Segments);
             if (n == 0) return produced;
             ulong features = device.Features;
             Span<byte> hdr = stackalloc byte[12];
             for (int i = 0; i < n; i++)
             {
                 ref var c = ref st.Chains[i];
-                q.PushUsed(c, 0);
+                burst.PushUsed(c, 0);
                 var segs = new ReadOnlySpan<BufferSegment>(st.Segments, c.SegmentStart, c.ReadableSegments);
                 int frameLen = (int)c.ReadableBytes - hdrLen;
                 if (frameLen < EthHeader)
@@ -147,12 +155,12 @@ public static class VirtioNet
                 st.Stats.Count(p.Pool.HeadOf(p.Index), frameLen);
                 packets[produced++] = p;
             }
-            q.FlushUsed();
+            burst.FlushUsed();
             return produced;
         }
         finally
         {
-            q.AccessLock.Exit();
+            burst.Dispose();
         }
     }
 
@@ -165,7 +173,7 @@ public static class VirtioNet
     {
         if (!device.IsRunning || (uint)queueId >= (uint)device.Queues.Count || (queueId & 1) != 0 || packets.IsEmpty) return 0;
         var q = device.Queue(queueId);
-        if (!q.AccessLock.TryEnter()) return 0;
+        if (!q.TryBeginBurst(out var burst)) return 0;
         try
         {
             if (!q.IsReady) return 0;
@@ -179,15 +187,15 @@ public static class VirtioNet
             long badBefore = q.BadChains;
             Span<byte> hdr = stackalloc byte[12];
             var filler = new RxFiller(packets, hdrLen, guestCsum, guestTso);
-            int placed = q.Fill(ref filler, packets.Length);
-            if (placed < packets.Length && !q.NothingToPop)
+            int placed = burst.Fill(ref filler, packets.Length);
+            if (placed < packets.Length && !burst.NothingToPop)
             {
                 // as in DequeueBurst: buffers the driver posted just after Fill looked go the fast way too
                 var again = new RxFiller(packets[placed..], hdrLen, guestCsum, guestTso);
-                placed += q.Fill(ref again, packets.Length - placed);
+                placed += burst.Fill(ref again, packets.Length - placed);
             }
             st.Stats.CountBurst(packets[..placed]);
-            if (placed == packets.Length || q.NothingToPop) return placed;
+            if (placed == packets.Length || burst.NothingToPop) return placed;
             for (; placed < packets.Length; placed++)
             {
                 var p = packets[placed];
@@ -196,7 +204,7 @@ public static class VirtioNet
                 if (next == have && have < chains.Length)
                 {
                     // every remaining frame needs at least one chain
-                    PopMore(q, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
+                    PopMore(burst, st, Math.Min(chains.Length - have, packets.Length - placed), ref have, ref segUsed);
                 }
                 // gather enough chains: one without mergeable buffers, as many as it takes with them
                 int k = next;
@@ -208,7 +216,7 @@ public static class VirtioNet
                         if (have == chains.Length) break;
                         // every remaining frame needs at least one chain; more are popped only when a frame needs them
                         int ask = Math.Max(1, Math.Min(chains.Length - have, packets.Length - placed - (have - k)));
-                        if (PopMore(q, st, ask, ref have, ref segUsed) == 0) break;
+                        if (PopMore(burst, st, ask, ref have, ref segUsed) == 0) break;
                     }
                     room += chains[k].WritableBytes;
                     k++;
@@ -227,7 +235,7 @@ public static class VirtioNet
                 int buffers = k - next;
                 WriteRxHeader(hdr[..hdrLen], ref p.Meta, guestCsum, guestTso, hdrLen);
                 if (hdrLen == 12) BinaryPrimitives.WriteUInt16LittleEndian(hdr[10..], (ushort)buffers);
-                var w = new RxWriter(q, chains, st.Segments, next, k);
+                var w = new RxWriter(burst, chains, st.Segments, next, k);
                 w.Write(hdr[..hdrLen], unlessEqual: true);
                 for (int b = p.Index; b >= 0; b = p.Pool.MetaOf(b).Next)
                     w.Write(p.Pool.DataOf(b)[..p.Pool.MetaOf(b).DataLength]);
@@ -239,15 +247,15 @@ public static class VirtioNet
             {
                 // popped but unused: give them back, unless a bad chain was returned in between (then the
                 // unused ones can no longer be rewound in order and go back empty)
-                if (q.BadChains == badBefore) q.Rewind(chains.AsSpan(next, have - next));
-                else for (int j = next; j < have; j++) q.PushUsed(chains[j], 0);
+                if (q.BadChains == badBefore) burst.Rewind(chains.AsSpan(next, have - next));
+                else for (int j = next; j < have; j++) burst.PushUsed(chains[j], 0);
             }
-            q.FlushUsed();
+            burst.FlushUsed();
             return placed;
         }
         finally
         {
-            q.AccessLock.Exit();
+            burst.Dispose();
         }
     }
 
@@ -300,7 +308,7 @@ public static class VirtioNet
     }
 
     /// <summary>Pops up to <paramref name="ask"/> more chains after the <paramref name="have"/> already held.</summary>
-    private static int PopMore(Virtqueue q, QueueState st, int ask, ref int have, ref int segUsed)
+    private static int PopMore(VirtqueueBurst q, QueueState st, int ask, ref int have, ref int segUsed)
     {
         var chains = st.Chains;
         int got = q.Pop(chains.AsSpan(have, ask), st.Segments.AsSpan(segUsed));
@@ -355,16 +363,16 @@ public static class VirtioNet
     }
 
     /// <summary>Writes a frame across the writable segments of chains [first, end), one used element per chain.</summary>
-    private struct RxWriter
+    private ref struct RxWriter
     {
-        private readonly Virtqueue _q;
+        private readonly VirtqueueBurst _q;
         private readonly DescriptorChain[] _chains;
         private readonly BufferSegment[] _segs;
         private readonly int _end;
         private int _chain, _seg, _segEnd, _off;
         private uint _written;
 
-        public RxWriter(Virtqueue q, DescriptorChain[] chains, BufferSegment[] segs, int first, int end)
+        public RxWriter(VirtqueueBurst q, DescriptorChain[] chains, BufferSegment[] segs, int first, int end)
         {
             _q = q;
             _chains = chains;
@@ -386,7 +394,7 @@ public static class VirtioNet
         /// <summary>Appends <paramref name="src"/>; with <paramref name="unlessEqual"/> a piece the buffer already
         /// holds is left alone (the receive header: see <see cref="WriteRxHeader"/>).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Write(ReadOnlySpan<byte> src, bool unlessEqual = false)
+        public void Write(scoped ReadOnlySpan<byte> src, bool unlessEqual = false)
         {
             while (!src.IsEmpty)
             {
@@ -536,7 +544,7 @@ public static class VirtioNet
     private static void LogBadHeader(Virtqueue q, ReadOnlySpan<byte> h)
     {
         // once per queue is enough to name the problem; the counter says how often
-        if (q.UserData is QueueState s && s.Stats.BadHeaders == 1)
+        if (s_state.Get(q) is { } s && s.Stats.BadHeaders == 1)
             q.Logger.LogError("queue {Queue}: virtio-net header lies (flags {Flags}, gso {Gso}); frame dropped", q.Index, h[0], h[1]);
     }
 

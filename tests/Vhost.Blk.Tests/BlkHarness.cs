@@ -24,7 +24,8 @@ internal sealed class BlkHarness : IDisposable
     public readonly DriverRing[] Rings;
     private readonly ILoggerFactory _lf;
 
-    public BlkHarness(bool packed = false, bool readOnly = false, int queues = 1, IBlockStorage? storage = null, long capacity = 4 << 20, TimeSpan latency = default)
+    public BlkHarness(bool packed = false, bool readOnly = false, int queues = 1, IBlockStorage? storage = null, long capacity = 4 << 20, TimeSpan latency = default,
+        ushort queueSize = 128, ulong extraProtocolFeatures = 0)
     {
         Storage = storage ?? new MemoryDisk(capacity, "blk-test-serial");
         _lf = LoggerFactory.Create(b => b.AddProvider(Logs).SetMinimumLevel(LogLevel.Debug));
@@ -36,9 +37,9 @@ internal sealed class BlkHarness : IDisposable
         {
             Packed = packed,
             QueueCount = queues,
-            QueueSize = 128,
+            QueueSize = queueSize,
             MemorySize = 16 << 20,
-            ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.InflightShmfd),
+            ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.InflightShmfd) | extraProtocolFeatures,
             Features = ~(VirtioFeature.Bit(VirtioFeature.LogAll) | VirtioFeature.Bit(VirtioFeature.AccessPlatform) | (packed ? 0 : VirtioFeature.Bit(VirtioFeature.RingPacked))),
         });
         var end = DateTime.UtcNow + T;

@@ -249,7 +249,7 @@ public sealed class NetDataPathTests
     }
 
     /// <summary>
-    /// A full burst taken from a packed in-order transmit ring is held (Virtqueue.HoldTakenReturns); the next
+    /// A full burst taken from a packed in-order transmit ring is held (QueuePolicy.HoldTakenReturns); the next
     /// burst that finds the ring dry returns it, and so does the front-end disabling the ring.
     /// </summary>
     [Fact]

@@ -14,6 +14,8 @@ internal enum OutcomeKind
     Failed,
     /// <summary>The connection cannot go on.</summary>
     Close,
+    /// <summary>The reply waits for work in flight (GET_VRING_BASE); the connection reads nothing until it is sent.</summary>
+    Pending,
 }
 
 internal readonly record struct Outcome(OutcomeKind Kind, string? Error = null)
@@ -23,6 +25,8 @@ internal readonly record struct Outcome(OutcomeKind Kind, string? Error = null)
     public static Outcome Fail(string error) => new(OutcomeKind.Failed, error);
 
     public static Outcome Close(string error) => new(OutcomeKind.Close, error);
+
+    public static readonly Outcome Pending = new(OutcomeKind.Pending);
 }
 
 /// <summary>The reply payload a handler writes.</summary>
@@ -138,9 +142,7 @@ public sealed partial class VhostDevice
             case VhostUserRequest.SetBackendReqFd:
                 if (!HasProtocolFeature(ProtocolFeature.BackendReq))
                     return Outcome.Fail("SET_BACKEND_REQ_FD without VHOST_USER_PROTOCOL_F_BACKEND_REQ");
-                _backendChannel?.Dispose();
-                _backendChannel = UnixSocket.FromFd(Take(fds, 0));
-                return Outcome.Ok;
+                return SetBackendChannel(Take(fds, 0));
             case VhostUserRequest.SendRarp:
                 return SendRarp(Payload.ReadU64(p));
             case VhostUserRequest.NetSetMtu:
@@ -184,7 +186,7 @@ public sealed partial class VhostDevice
             if ((changed & ~(1UL << VirtioFeature.LogAll)) != 0)
                 return Outcome.Fail($"SET_FEATURES changes 0x{changed:x} while the device runs");
             Features = features;
-            _ops?.FeaturesChanged(this, features);
+            if (_ops is { } ops) Callback("FeaturesChanged", () => ops.FeaturesChanged(this, features));
             return Outcome.Ok;
         }
         bool packedChanged = FeaturesSet && ((features ^ Features) & (1UL << VirtioFeature.RingPacked)) != 0;
@@ -243,26 +245,12 @@ public sealed partial class VhostDevice
             mapped.Add(region);
         }
         var table = GuestMemory.TryCreate(mapped, out var overlap);
-        if (table == null)
-        {
-            foreach (var r in mapped) r.Dispose();
-            return Outcome.Fail(overlap!);
-        }
+        // the generation holds the regions now (or nobody does and they are unmapped)
+        foreach (var r in mapped) r.Dispose();
+        if (table == null) return Outcome.Fail(overlap!);
         // the application must stop touching the old memory before it goes (as DPDK does)
         StopRunning("memory table changed");
-        var old = _regions.ToArray();
-        string? ringError = null;
-        WithAllQueuesLocked(() =>
-        {
-            Memory = table;
-            foreach (var q in _queues)
-            {
-                if (q.Remap(table) is { } e) ringError ??= $"queue {q.Index}: {e}";
-            }
-        });
-        foreach (var r in old) r.Dispose();
-        _regions.Clear();
-        _regions.AddRange(mapped);
+        string? ringError = Publish(table);
         _logger.LogDebug("device {Id}: memory table of {Count} regions", Id, n);
         return ringError == null ? Outcome.Ok : Outcome.Fail(ringError);
     }
@@ -277,18 +265,19 @@ public sealed partial class VhostDevice
 
     private bool SameTable(ReadOnlySpan<byte> p, int n)
     {
-        if (_regions.Count != n) return false;
+        var regions = Memory.Regions;
+        if (regions.Count != n) return false;
         for (int i = 0; i < n; i++)
         {
             var info = Payload.ReadRegion(p.Slice(Payload.MemoryTableHeader + i * Payload.MemoryRegion));
-            if (_regions[i].Info != info) return false;
+            if (regions[i].Info != info) return false;
         }
         return true;
     }
 
     private Outcome AddMemoryRegion(MemoryRegionInfo info, SafeFd fd)
     {
-        if (_regions.Count >= _options.MaxMemorySlots)
+        if (Memory.Count >= _options.MaxMemorySlots)
         {
             fd.Dispose();
             return Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
@@ -300,30 +289,29 @@ public sealed partial class VhostDevice
             return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
         }
         WatchForShrinking(region);
-        var table = GuestMemory.TryCreate(_regions.Append(region), out error);
-        if (table == null)
-        {
-            region.Dispose();
-            return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
-        }
-        _regions.Add(region);
-        SwapMemory(table);
+        var table = GuestMemory.TryCreate(Memory.Regions.Append(region), out error);
+        region.Dispose();
+        if (table == null) return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
+        if (Publish(table) is { } e) _logger.LogWarning("device {Id}: {Error}", Id, e);
         return Outcome.Ok;
     }
 
     private Outcome RemoveMemoryRegion(MemoryRegionInfo info)
     {
-        var region = _regions.Find(r => r.Info.GuestPhysAddr == info.GuestPhysAddr && r.Info.Size == info.Size);
+        GuestMemoryRegion? region = null;
+        foreach (var r in Memory.Regions)
+        {
+            if (r.Info.GuestPhysAddr == info.GuestPhysAddr && r.Info.Size == info.Size) region = r;
+        }
         if (region == null) return Outcome.Fail($"REM_MEM_REG [{info}]: no such region");
         foreach (var q in _queues)
         {
             if (q.Started && q.Address is { } a && RingsInside(a, region.Info))
                 return Outcome.Fail($"REM_MEM_REG [{info}]: queue {q.Index} has its rings there");
         }
-        var table = GuestMemory.TryCreate(_regions.Where(r => r != region), out _)!;
-        SwapMemory(table);
-        _regions.Remove(region);
-        region.Dispose();
+        // work in flight on the old generation keeps the region mapped until it completes
+        var table = GuestMemory.TryCreate(Memory.Regions.Where(r => r != region), out _)!;
+        if (Publish(table) is { } e) _logger.LogWarning("device {Id}: {Error}", Id, e);
         return Outcome.Ok;
     }
 
@@ -333,16 +321,25 @@ public sealed partial class VhostDevice
         return In(a.DescUserAddr) || In(a.AvailUserAddr) || In(a.UsedUserAddr);
     }
 
-    private void SwapMemory(GuestMemory table)
+    /// <summary>
+    /// Publishes a new memory generation with every queue quiesced (no burst runs), moves the running rings onto
+    /// it, then retires the old one: its regions are unmapped once off-thread work holding it has ended.
+    /// Returns the first ring that could not be moved.
+    /// </summary>
+    private string? Publish(GuestMemory table)
     {
+        string? ringError = null;
+        GuestMemory old = Memory;
         WithAllQueuesLocked(() =>
         {
             Memory = table;
             foreach (var q in _queues)
             {
-                if (q.Remap(table) is { } e) _logger.LogWarning("queue {Queue}: {Error}", q.Index, e);
+                if (q.Remap(table) is { } e) ringError ??= $"queue {q.Index}: {e}";
             }
         });
+        old.Release();
+        return ringError;
     }
 
     private Outcome SetVringNum(ReadOnlySpan<byte> p)
@@ -384,15 +381,29 @@ public sealed partial class VhostDevice
         if (!ValidQueue(index, out var q, out var err)) return err;
         // the front-end stops a ring: the application must let go of the device first (DPDK does the same)
         StopRunning($"GET_VRING_BASE stopped queue {index}");
+        // the base is final only once the work in flight has completed and its used elements are out
+        q.BeginDrain();
+        if (q.WorkInFlight > 0)
+        {
+            BeginPendingStop((int)index);
+            return Outcome.Pending;
+        }
+        reply.VringState(index, StopQueue(q));
+        return Outcome.Ok;
+    }
+
+    /// <summary>Stops a drained queue and drops its kick and call fds; returns the base to report.</summary>
+    private uint StopQueue(Virtqueue q)
+    {
         uint b;
+        UnwatchKick(q.Index);
         using (q.AccessLock.EnterScope())
         {
             b = q.Stop();
             q.SetKick(null, false);
             q.SetCall(null, false);
         }
-        reply.VringState(index, b);
-        return Outcome.Ok;
+        return b;
     }
 
     private Outcome SetVringFd(VhostUserRequest request, ulong value, List<SafeFd?> fds)
@@ -405,10 +416,11 @@ public sealed partial class VhostDevice
         if (!noFd && fds.Count != 1) return Outcome.Close($"{request} needs one fd and carries {fds.Count}");
         if (!ValidQueue(index, out var q, out var err)) return err;
         SafeFd? fd = noFd ? null : Take(fds, 0);
-        if (fd != null && !FileDescriptors.TryStat(fd, out _))
+        // only an eventfd cannot stall us (a pipe or a socket can), and only a non-blocking one never does
+        if (fd != null && (!FileDescriptors.IsEventFd(fd) || !FileDescriptors.SetNonBlocking(fd)))
         {
             fd.Dispose();
-            return Outcome.Fail($"{request} for queue {index}: the fd is not usable");
+            return Outcome.Fail($"{request} for queue {index}: the fd is not an eventfd");
         }
         switch (request)
         {
@@ -422,12 +434,15 @@ public sealed partial class VhostDevice
         // SET_VRING_KICK starts the ring. With no fd, in-band kicks (VRING_KICK) go to a private eventfd
         // so event-driven back-ends wait the same way in both modes.
         string? error = null;
+        // the reactor stops reading the old kick fd before it is closed
+        UnwatchKick((int)index);
         using (q.AccessLock.EnterScope())
         {
             q.SetKick(fd ?? EventFd.Create(nonBlocking: true), noFd);
             if (!VirtioFeature.Has(Features, VirtioFeature.ProtocolFeatures)) q.Enabled = true;
             if (Memory.Count > 0 && q.Size > 0 && q.Address != null && !q.Started) error = q.Start(Memory);
         }
+        UpdateKickWatch((int)index);
         return error == null ? Outcome.Ok : Outcome.Fail($"queue {index} cannot start: {error}");
     }
 
@@ -443,12 +458,14 @@ public sealed partial class VhostDevice
             if (!enable) q.ReturnHeldTaken();
             q.Enabled = enable;
         }
-        _ops?.VringStateChanged(this, (int)index, enable);
+        if (_ops is { } ops) Callback("VringStateChanged", () => ops.VringStateChanged(this, (int)index, enable));
         return Outcome.Ok;
     }
 
     private Outcome InbandKick(ReadOnlySpan<byte> p)
     {
+        if (!HasProtocolFeature(ProtocolFeature.InbandNotifications))
+            return Outcome.Fail("VRING_KICK without VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS");
         var (index, _) = Payload.ReadVringState(p);
         if (!ValidQueue(index, out var q, out var err)) return err;
         if (q.KickFd is { } fd) EventFd.Signal(fd);
@@ -459,6 +476,12 @@ public sealed partial class VhostDevice
     {
         if (value > 0xff) return Outcome.Fail($"SET_STATUS 0x{value:x} is not a status byte");
         var status = (VirtioDeviceStatus)value;
+        if (status == VirtioDeviceStatus.None)
+        {
+            // writing 0 resets the device (virtio 1.2, 2.1): the driver sets it up again from scratch
+            ResetState("SET_STATUS 0");
+            return Outcome.Ok;
+        }
         if ((status & VirtioDeviceStatus.FeaturesOk) != 0 && !FeaturesSet)
             _logger.LogWarning("device {Id}: FEATURES_OK before SET_FEATURES", Id);
         Status = status;

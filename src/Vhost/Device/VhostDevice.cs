@@ -21,11 +21,12 @@ public sealed partial class VhostDevice : IGuestNotifier
     private readonly VhostDeviceOps? _ops;
     private readonly ILogger _logger;
     private readonly Virtqueue[] _queues;
-    private readonly List<GuestMemoryRegion> _regions = [];
-    private UnixSocket? _backendChannel;
+    // replaced by SET_BACKEND_REQ_FD while application threads may send on it: read once, sends tolerate a closed one
+    private volatile UnixSocket? _backendChannel;
     private volatile bool _running;
     private volatile string? _fault;
     private Action? _requestClose;
+    private readonly CancellationTokenSource _closed = new();
 
     internal VhostDevice(VhostSocketOptions options, ILogger logger, Action? requestClose)
     {
@@ -57,6 +58,12 @@ public sealed partial class VhostDevice : IGuestNotifier
 
     /// <summary>The current memory table (rte_vhost_get_mem_table).</summary>
     public GuestMemory Memory { get; private set; } = GuestMemory.Empty;
+
+    /// <summary>
+    /// Cancelled once the connection has closed and the device has let go of its memory and fds (a
+    /// registration made later runs at once): where device libraries drop what they keep per device.
+    /// </summary>
+    public CancellationToken Closed => _closed.Token;
 
     /// <summary>True between new_device and destroy_device.</summary>
     public bool IsRunning => _running;
@@ -110,14 +117,15 @@ public sealed partial class VhostDevice : IGuestNotifier
     {
         if ((uint)queueId >= (uint)_queues.Length) return false;
         var q = _queues[queueId];
+        // SET_VRING_CALL may replace the fd meanwhile: a closed one is a failed signal, not an exception
         if (q.CallFd is { } fd)
         {
             bool ok = EventFd.Signal(fd);
-            _ops?.GuestNotified(this);
+            GuestNotified();
             return ok;
         }
-        if (q.CallPolling && HasProtocolFeature(ProtocolFeature.InbandNotifications) && _backendChannel != null)
-            return SendBackendVringCall(queueId);
+        if (q.CallPolling && HasProtocolFeature(ProtocolFeature.InbandNotifications) && _backendChannel is { } channel)
+            return SendBackendVringCall(channel, queueId);
         return false;
     }
 
@@ -136,7 +144,18 @@ public sealed partial class VhostDevice : IGuestNotifier
 
     void IGuestNotifier.NotifyGuest(Virtqueue queue)
     {
-        if (_ops != null && _ops.GuestNotify(this, queue.Index)) return;
+        if (_ops is { } ops)
+        {
+            // the data path's callbacks: inline, because a closure per interrupt would allocate
+            try
+            {
+                if (ops.GuestNotify(this, queue.Index)) return;
+            }
+            catch (Exception e)
+            {
+                FaultFromHandler($"the application's GuestNotify callback threw {e.GetType().Name}: {e.Message}", e);
+            }
+        }
         NotifyGuest(queue.Index);
     }
 
@@ -190,7 +209,8 @@ public sealed partial class VhostDevice : IGuestNotifier
     internal void CheckReady()
     {
         if (_running || _fault != null || !IsReadyForApplication()) return;
-        bool accepted = _ops?.NewDevice(this) ?? true;
+        bool accepted = _ops is not { } ops || Callback("NewDevice", () => ops.NewDevice(this));
+        if (_fault != null) return;
         if (accepted)
         {
             _running = true;
@@ -205,13 +225,15 @@ public sealed partial class VhostDevice : IGuestNotifier
         if (!_running) return;
         _running = false;
         _logger.LogInformation("device {Id} ({Path}) stopped: {Why}", Id, SocketPath, why);
-        _ops?.DestroyDevice(this);
+        StopServingAll();
+        if (_ops is { } ops) Callback("DestroyDevice", () => ops.DestroyDevice(this));
     }
 
-    /// <summary>RESET_OWNER / RESET_DEVICE: back to a fresh device on the same connection.</summary>
+    /// <summary>RESET_OWNER / RESET_DEVICE / SET_STATUS 0: back to a fresh device on the same connection.</summary>
     private void ResetState(string why)
     {
         StopRunning(why);
+        for (int i = 0; i < _queues.Length; i++) UnwatchKick(i);
         WithAllQueuesLocked(() =>
         {
             foreach (var q in _queues) q.Reset();
@@ -221,11 +243,12 @@ public sealed partial class VhostDevice : IGuestNotifier
         Status = VirtioDeviceStatus.None;
     }
 
-    /// <summary>The connection is gone: stop, release every fd and mapping.</summary>
-    internal void Close()
+    /// <summary>The connection is gone and no work is in flight: release every fd and mapping (see BeginClose).</summary>
+    internal void Release()
     {
         _requestClose = null;
         StopRunning("connection closed");
+        var old = Memory;
         WithAllQueuesLocked(() =>
         {
             foreach (var q in _queues) q.Reset();
@@ -233,25 +256,57 @@ public sealed partial class VhostDevice : IGuestNotifier
             Memory = GuestMemory.Empty;
         });
         DisposeInflight();
-        foreach (var r in _regions) r.Dispose();
-        _regions.Clear();
+        old.Release();
         _backendChannel?.Dispose();
         _backendChannel = null;
         Registry.TryRemove(Id, out _);
+        try
+        {
+            _closed.Cancel();
+        }
+        catch (AggregateException e)
+        {
+            // a library's cleanup must not take the connection thread down with it
+            _logger.LogError(e.InnerException, "device {Id} ({Path}): a Closed callback failed", Id, SocketPath);
+        }
     }
 
-    private bool SendBackendVringCall(int queueId)
+    private void GuestNotified()
+    {
+        if (_ops == null) return;
+        try
+        {
+            _ops.GuestNotified(this);
+        }
+        catch (Exception e)
+        {
+            FaultFromHandler($"the application's GuestNotified callback threw {e.GetType().Name}: {e.Message}", e);
+        }
+    }
+
+    private Outcome SetBackendChannel(SafeFd fd)
+    {
+        var channel = UnixSocket.FromFd(fd);
+        // a front-end that stops reading the channel must not stall the sender
+        channel.SetNonBlocking();
+        var old = _backendChannel;
+        _backendChannel = channel;
+        old?.Dispose();
+        return Outcome.Ok;
+    }
+
+    private bool SendBackendVringCall(UnixSocket channel, int queueId)
     {
         Span<byte> msg = stackalloc byte[MessageHeader.Length + Payload.VringState];
         new MessageHeader((uint)VhostUserBackendRequest.VringCall, MessageHeader.Version, Payload.VringState).Write(msg);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(msg[12..], (uint)queueId);
         try
         {
-            _backendChannel!.Send(msg);
-            _ops?.GuestNotified(this);
+            channel.Send(msg);
+            GuestNotified();
             return true;
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
             _logger.LogWarning("device {Id}: in-band call failed: {Error}", Id, e.Message);
             return false;
@@ -261,15 +316,15 @@ public sealed partial class VhostDevice : IGuestNotifier
     /// <summary>Tells the front-end the config space changed (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG).</summary>
     public bool SendConfigChange()
     {
-        if (_backendChannel == null || !HasProtocolFeature(ProtocolFeature.BackendReq)) return false;
+        if (_backendChannel is not { } channel || !HasProtocolFeature(ProtocolFeature.BackendReq)) return false;
         Span<byte> msg = stackalloc byte[MessageHeader.Length];
         new MessageHeader((uint)VhostUserBackendRequest.ConfigChangeMsg, MessageHeader.Version, 0).Write(msg);
         try
         {
-            _backendChannel.Send(msg);
+            channel.Send(msg);
             return true;
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
             return false;
         }

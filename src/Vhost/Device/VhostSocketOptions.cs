@@ -8,12 +8,12 @@ namespace Vhost.Device;
 public sealed class VhostSocketOptions
 {
     /// <summary>The virtio features offered when nothing else is said: the ring features every device type
-    /// can use. Device libraries add their own bits.</summary>
+    /// can use. Device libraries add their own bits; VIRTIO_F_IN_ORDER only a device type that completes in order
+    /// (net does, blk does not).</summary>
     public const ulong DefaultFeatures =
         (1UL << VirtioFeature.Version1) | (1UL << VirtioFeature.RingIndirectDesc) |
         (1UL << VirtioFeature.RingEventIdx) | (1UL << VirtioFeature.NotifyOnEmpty) |
-        (1UL << VirtioFeature.RingPacked) | (1UL << VirtioFeature.InOrder) |
-        (1UL << VirtioFeature.ProtocolFeatures);
+        (1UL << VirtioFeature.RingPacked) | (1UL << VirtioFeature.ProtocolFeatures);
 
     /// <summary>The protocol features the core implements.</summary>
     public const ulong DefaultProtocolFeatures =
@@ -49,9 +49,15 @@ public sealed class VhostSocketOptions
     /// <summary>What GET_MAX_MEM_SLOTS answers and the most regions a device maps.</summary>
     public int MaxMemorySlots { get; init; } = 32;
 
+    /// <summary>Server mode: front-ends served at once; one more is refused (logged, closed). Null: no limit.</summary>
+    public int? MaxConnections { get; init; }
+
     public VhostDeviceOps? Ops { get; init; }
 
     public IDeviceConfigSpace? ConfigSpace { get; init; }
 
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>The event threads that serve this socket's devices; null: <see cref="Runtime.VhostRuntime.Shared"/>.</summary>
+    public Runtime.VhostRuntime? Runtime { get; init; }
 }

@@ -10,18 +10,35 @@ public static unsafe class EventFd
         return new SafeFd(fd);
     }
 
-    /// <summary>Adds one to the counter. Returns false if the write failed (the peer's fd may be gone).</summary>
+    /// <summary>
+    /// Adds one to the counter. Returns false if the write failed: the peer's fd may be gone, the counter full
+    /// on a non-blocking fd, or our handle already disposed (a late signal after teardown is not an error).
+    /// </summary>
     public static bool Signal(SafeFd fd)
     {
         ulong one = 1;
-        return Libc.write(fd, &one, 8) == 8;
+        try
+        {
+            return Libc.write(fd, &one, 8) == 8;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
     }
 
-    /// <summary>Reads and clears the counter; 0 if it was zero (non-blocking fd) or the read failed.</summary>
+    /// <summary>Reads and clears the counter; 0 if it was zero (non-blocking fd), the read failed or the handle is disposed.</summary>
     public static ulong Consume(SafeFd fd)
     {
         ulong v = 0;
-        return Libc.read(fd, &v, 8) == 8 ? v : 0;
+        try
+        {
+            return Libc.read(fd, &v, 8) == 8 ? v : 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return 0;
+        }
     }
 
     /// <summary>

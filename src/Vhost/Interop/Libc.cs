@@ -33,9 +33,12 @@ internal static unsafe partial class Libc
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
     public const int S_IFBLK = 0x6000;
+    public const int S_IFSOCK = 0xC000;
     public const int EINTR = 4;
     public const int EAGAIN = 11;
     public const int EBADF = 9;
+    public const int ENOENT = 2;
+    public const int ENOTDIR = 20;
     public const int EINVAL = 22;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -96,8 +99,11 @@ internal static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true)] public static partial nint write(SafeFd fd, void* buf, nuint count);
     [LibraryImport(C, SetLastError = true)] public static partial int poll(PollFd* fds, nuint nfds, int timeout);
     [LibraryImport(C, SetLastError = true)] public static partial int fstat(SafeFd fd, Stat* st);
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int lstat(string path, Stat* st);
     [LibraryImport(C, SetLastError = true)] public static partial int ftruncate(SafeFd fd, long length);
     [LibraryImport(C, SetLastError = true)] public static partial int fcntl(int fd, int cmd);
+    [LibraryImport(C, SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);
     [LibraryImport(C, SetLastError = true)] public static partial int eventfd(uint initval, int flags);
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int memfd_create(string name, uint flags);

@@ -61,6 +61,14 @@ public sealed unsafe class MemoryMapping : IDisposable
     }
 }
 
+/// <summary>What a path names, from lstat(2): a symbolic link is "something else", never followed.</summary>
+public enum PathEntry
+{
+    Missing,
+    Socket,
+    Other,
+}
+
 /// <summary>Facts about an fd, from fstat(2), and creation of anonymous memory files.</summary>
 public static unsafe class FileDescriptors
 {
@@ -79,7 +87,61 @@ public static unsafe class FileDescriptors
         return true;
     }
 
+    /// <summary>What is at <paramref name="path"/>; throws when it cannot be looked at (e.g. permission denied).</summary>
+    public static PathEntry Lookup(string path)
+    {
+        Libc.Stat st;
+        if (Libc.lstat(path, &st) != 0)
+        {
+            int e = Libc.Errno;
+            if (e is Libc.ENOENT or Libc.ENOTDIR) return PathEntry.Missing;
+            throw new NativeException($"lstat {path}", e);
+        }
+        return (st.Mode & Libc.S_IFMT) == Libc.S_IFSOCK ? PathEntry.Socket : PathEntry.Other;
+    }
+
     /// <summary>A memfd of the given size (the way QEMU and virtio-user share guest memory).</summary>
+    /// <summary>Whether <paramref name="fd"/> is an eventfd (the only kind a kick, call or err fd may be).</summary>
+    public static bool IsEventFd(SafeFd fd)
+    {
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            var target = new FileInfo($"/proc/self/fd/{fd.Fd}").LinkTarget;
+            return target == "anon_inode:[eventfd]";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    /// <summary>Sets O_NONBLOCK, so no read or write on the fd can stall the thread (the flag is shared with the peer's copy).</summary>
+    public static bool SetNonBlocking(SafeFd fd)
+    {
+        const int F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0x800;
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            int flags = Libc.fcntl(fd.Fd, F_GETFL);
+            return flags >= 0 && ((flags & O_NONBLOCK) != 0 || Libc.fcntl(fd.Fd, F_SETFL, flags | O_NONBLOCK) == 0);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
     public static SafeFd CreateMemFd(string name, long size)
     {
         int fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);

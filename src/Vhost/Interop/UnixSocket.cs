@@ -68,6 +68,25 @@ public sealed unsafe class UnixSocket : IDisposable
         return (new UnixSocket(new SafeFd(sv[0])), new UnixSocket(new SafeFd(sv[1])));
     }
 
+    /// <summary>The next waiting connection without blocking (the listener is non-blocking): null when none waits.</summary>
+    public UnixSocket? TryAccept(out int errno)
+    {
+        while (true)
+        {
+            int fd = Libc.accept4(_fd, null, null, Libc.SOCK_CLOEXEC);
+            if (fd >= 0)
+            {
+                errno = 0;
+                return new UnixSocket(new SafeFd(fd));
+            }
+            errno = Libc.Errno;
+            if (errno != Libc.EINTR) return null;
+        }
+    }
+
+    /// <summary>Sends never block from here on: a peer that stops reading gets an error instead of a stalled thread.</summary>
+    public bool SetNonBlocking() => FileDescriptors.SetNonBlocking(_fd);
+
     /// <summary>Blocks for the next connection; null once the listener was shut down.</summary>
     public UnixSocket? Accept()
     {
@@ -87,7 +106,15 @@ public sealed unsafe class UnixSocket : IDisposable
     /// byte count, 0 at end of stream. Fds beyond <paramref name="fds"/>' room are closed and
     /// reported through <paramref name="truncated"/>.
     /// </summary>
-    public int Receive(Span<byte> buffer, List<SafeFd> fds, out bool truncated)
+    public int Receive(Span<byte> buffer, List<SafeFd> fds, out bool truncated) => Receive(buffer, fds, out truncated, 0);
+
+    /// <summary>
+    /// <see cref="Receive(Span{byte}, List{SafeFd}, out bool)"/> without blocking: -1 when nothing can be read
+    /// now (EAGAIN), 0 at end of stream.
+    /// </summary>
+    public int TryReceive(Span<byte> buffer, List<SafeFd> fds, out bool truncated) => Receive(buffer, fds, out truncated, Libc.MSG_DONTWAIT);
+
+    private int Receive(Span<byte> buffer, List<SafeFd> fds, out bool truncated, int flags)
     {
         truncated = false;
         const int controlSize = 16 + 4 * MaxFds * 2; // room for twice the legal count, so excess is seen
@@ -97,12 +124,13 @@ public sealed unsafe class UnixSocket : IDisposable
             var iov = new Libc.IoVec { Base = b, Length = (nuint)buffer.Length };
             var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = controlSize };
             nint n;
-            do n = Libc.recvmsg(_fd, &msg, Libc.MSG_CMSG_CLOEXEC);
+            do n = Libc.recvmsg(_fd, &msg, Libc.MSG_CMSG_CLOEXEC | flags);
             while (n < 0 && Libc.Errno == Libc.EINTR);
             if (n < 0)
             {
                 int e = Libc.Errno;
                 if (e is Libc.EBADF or Libc.EINVAL) return 0;
+                if (e == Libc.EAGAIN && flags != 0) return -1;
                 throw new NativeException("recvmsg", e);
             }
             if ((msg.Flags & Libc.MSG_CTRUNC) != 0) truncated = true;

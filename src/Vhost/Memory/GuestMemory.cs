@@ -4,24 +4,67 @@ using Vhost.Interop;
 namespace Vhost.Memory;
 
 /// <summary>
-/// An immutable set of mapped guest regions: the one bounds-checked path from a guest-physical or
-/// front-end virtual address to host memory. A memory-table change builds a new instance and swaps it in
-/// while the rings are quiesced; the data path reads the reference once per burst.
+/// One generation of guest memory: an immutable set of mapped regions and the one bounds-checked path from a
+/// guest-physical or front-end virtual address to host memory. A memory-table change builds a new generation
+/// and publishes it while the rings are quiesced; the old one is retired, and its regions are unmapped only
+/// when the last holder (the device, or off-thread work such as a blk request in flight) releases it.
+/// Reference-counted like vm-memory's GuestMemoryAtomic: the publisher holds the first reference.
 /// </summary>
 public sealed class GuestMemory
 {
     private readonly GuestMemoryRegion[] _regions;
+    // 1 for the publisher; 0 once retired and released by every holder; Empty is never released
+    private int _refs = 1;
+    private readonly bool _immortal;
     // the translation loop reads these flat copies: no region object, property or record copy per lookup
     private readonly Span3[] _flat;
 
     private readonly record struct Span3(ulong Gpa, ulong Size, NativeWindow Window);
 
-    public static GuestMemory Empty { get; } = new([]);
+    public static GuestMemory Empty { get; } = new([], immortal: true);
 
-    private GuestMemory(GuestMemoryRegion[] regions)
+    private GuestMemory(GuestMemoryRegion[] regions, bool immortal = false)
     {
         _regions = regions;
+        _immortal = immortal;
         _flat = [.. regions.Select(r => new Span3(r.Info.GuestPhysAddr, r.Info.Size, r.Window))];
+        foreach (var r in regions) r.Acquire();
+    }
+
+    /// <summary>Holders besides the publisher (0 when only the publisher holds it); for tests and diagnostics.</summary>
+    public int Holders => Math.Max(0, Volatile.Read(ref _refs) - 1);
+
+    /// <summary>Whether every holder has released it (its regions may be unmapped).</summary>
+    public bool IsRetired => !_immortal && Volatile.Read(ref _refs) == 0;
+
+    /// <summary>Takes a reference that keeps every region of this generation mapped until <see cref="Release"/>;
+    /// false when the generation is already gone.</summary>
+    public bool TryAcquire()
+    {
+        if (_immortal) return true;
+        int r = Volatile.Read(ref _refs);
+        while (r > 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _refs, r + 1, r);
+            if (seen == r) return true;
+            r = seen;
+        }
+        return false;
+    }
+
+    /// <summary>Drops a reference; the last one releases the regions (each unmapped when no generation holds it).</summary>
+    public void Release()
+    {
+        if (_immortal) return;
+        int r = Interlocked.Decrement(ref _refs);
+        if (r == 0)
+        {
+            foreach (var region in _regions) region.Release();
+        }
+        else if (r < 0)
+        {
+            throw new InvalidOperationException("guest memory generation released more often than acquired");
+        }
     }
 
     public IReadOnlyList<GuestMemoryRegion> Regions => _regions;

@@ -16,11 +16,14 @@ public readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Size, 
 /// <summary>
 /// One mapped guest region. Creation checks the description and the fd before mapping, so that a
 /// front-end cannot make us touch memory beyond the end of its file (SIGBUS) or wrap an address.
+/// Reference-counted: the creator holds one reference (<see cref="Dispose"/> drops it) and every
+/// <see cref="GuestMemory"/> generation that contains the region holds one; the last release unmaps it.
 /// </summary>
 public sealed class GuestMemoryRegion : IDisposable
 {
     private readonly MemoryMapping _mapping;
     private readonly SafeFd _fd;
+    private int _refs = 1;
 
     private GuestMemoryRegion(MemoryRegionInfo info, MemoryMapping mapping, SafeFd fd)
     {
@@ -95,9 +98,26 @@ public sealed class GuestMemoryRegion : IDisposable
         }
     }
 
-    public void Dispose()
+    /// <summary>Whether the region is unmapped (every reference released).</summary>
+    public bool IsUnmapped => Volatile.Read(ref _refs) <= 0;
+
+    internal void Acquire()
     {
+        if (Interlocked.Increment(ref _refs) <= 1) throw new InvalidOperationException("region acquired after it was unmapped");
+    }
+
+    internal void Release()
+    {
+        if (Interlocked.Decrement(ref _refs) != 0) return;
         _mapping.Dispose();
         _fd.Dispose();
     }
+
+    /// <summary>Drops the creator's reference; the region stays mapped while a generation holds it.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) Release();
+    }
+
+    private int _disposed;
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Vhost.Interop;
 using Vhost.Memory;
@@ -6,32 +7,256 @@ using Vhost.Protocol;
 namespace Vhost.Rings;
 
 /// <summary>
-/// One virtqueue, split or packed. The control plane (the connection thread) configures it while
-/// holding <see cref="AccessLock"/>; a data-path thread takes the same lock once per burst
-/// (TryEnter, never per packet), so memory-table changes and ring stops never race a burst.
+/// One virtqueue: the control plane's state (size, addresses, fds, features, enable and start state, the memory
+/// generation, work in flight) and the ring engine that parses it (<see cref="SplitRing"/> or <see cref="PackedRing"/>,
+/// chosen by the features). The control plane (a reactor thread) changes it while holding <see cref="AccessLock"/>;
+/// a data-path thread takes the same lock once per burst through a <see cref="VirtqueueBurst"/> lease (TryEnter,
+/// never per packet), so memory-table changes and ring stops never race a burst.
 /// </summary>
 public sealed partial class Virtqueue
 {
     public const int MaxSize = 32768;
 
+    /// <summary>
+    /// The most bytes one chain may describe. Descriptor lengths are 32-bit and a chain may repeat a buffer, so
+    /// without a bound the byte counts wrap, and a segment longer than int.MaxValue has no span; no virtio
+    /// device has a use for a chain this long.
+    /// </summary>
+    public const uint MaxChainBytes = int.MaxValue;
+
     private readonly ILogger _logger;
     private IGuestNotifier? _notifier;
-
-    // ring windows, valid while Started
-    private NativeWindow _desc;
-    private NativeWindow _avail;  // split: avail ring; packed: driver event suppression
-    private NativeWindow _used;   // split: used ring; packed: device event suppression
     private GuestMemory _memory = GuestMemory.Empty;
+
+    // the engine for the negotiated format; replaced only while the queue is stopped
+    private RingEngine _ring;
+    // what a replaced engine is given again: the last SET_VRING_BASE and the in-flight area
+    private uint _base;
+    private NativeWindow _inflightRegion;
+    private int _inflightQueueSize;
 
     public Virtqueue(int index, ILogger logger, IGuestNotifier? notifier = null)
     {
         Index = index;
         _logger = logger;
         _notifier = notifier;
+        _ring = new SplitRing(this);
     }
 
-    /// <summary>Taken by the control plane for every change and by the data path once per burst.</summary>
-    public QueueLock AccessLock { get; } = new();
+    /// <summary>Makes the engine match the negotiated format (a stopped queue only: a running ring keeps its engine).</summary>
+    private void MatchEngine()
+    {
+        if (Started || (_ring is PackedRing) == IsPacked) return;
+        var old = _ring;
+        _ring = IsPacked ? new PackedRing(this) : new SplitRing(this);
+        _ring._policy = old._policy;
+        _ring.SetBase(_base);
+        _ring.SetInflightRegion(_inflightRegion, _inflightQueueSize);
+    }
+
+    /// <summary>Taken by the control plane for every change and by a <see cref="VirtqueueBurst"/> for its burst.</summary>
+    internal QueueLock AccessLock { get; } = new();
+
+    // off-thread work begun and not completed (QueueWork tickets), and whether GET_VRING_BASE waits for it
+    private int _workInFlight;
+    private volatile bool _draining;
+
+    /// <summary>
+    /// Takes the lease for one burst: false when the control plane holds the queue right now or the ring is not
+    /// running (not translated, or faulted). A held lease may always complete work; it pops new work only while
+    /// the ring is enabled and not being stopped.
+    /// </summary>
+    public bool TryBeginBurst(out VirtqueueBurst burst)
+    {
+        if (!AccessLock.TryEnter())
+        {
+            burst = default;
+            return false;
+        }
+        if (!Started || Faulted)
+        {
+            AccessLock.Exit();
+            burst = default;
+            return false;
+        }
+        burst = new VirtqueueBurst(this);
+        return true;
+    }
+
+    internal void EndBurst() => AccessLock.Exit();
+
+    private int _completionPending;
+    private volatile bool _completionsPolled;
+
+    /// <summary>The device's completion eventfd, written when completions are posted for a queue the reactor serves.</summary>
+    internal SafeFd? CompletionSignal { get; set; }
+
+    /// <summary>Whether a poll thread picks up completions itself (no eventfd write needed).</summary>
+    internal bool CompletionsPolled
+    {
+        get => _completionsPolled;
+        set => _completionsPolled = value;
+    }
+
+    /// <summary>
+    /// Tells the runtime, from any thread, that off-thread work on this queue finished: the queue's handler is called
+    /// (<see cref="Runtime.IQueueHandler.Complete"/>) to publish it. Cheap enough to call once per completion.
+    /// </summary>
+    public void PostCompletion()
+    {
+        Volatile.Write(ref _completionPending, 1);
+        if (!_completionsPolled && CompletionSignal is { } fd) EventFd.Signal(fd);
+    }
+
+    internal bool CompletionPending => Volatile.Read(ref _completionPending) != 0;
+
+    internal bool TakeCompletionPending() => Volatile.Read(ref _completionPending) != 0 && Interlocked.Exchange(ref _completionPending, 0) != 0;
+
+    internal void SetCompletionPending() => Volatile.Write(ref _completionPending, 1);
+
+    /// <summary>Whether a burst may take new chains from the ring now.</summary>
+    private bool MayConsume => Started && Enabled && !Faulted && !_draining;
+
+    // the data path, under a lease: dispatched once per call (not per descriptor) to the format's engine
+    internal int AvailableCount => _ring.AvailableCount;
+
+    internal bool HasAvailable => AvailableCount > 0;
+
+    /// <summary>
+    /// Whether <see cref="Pop"/> would certainly find nothing: the queue is started, no chain waits to be
+    /// resubmitted, and the driver has made nothing available (avail index unmoved, or the next slot's flags
+    /// not yet flipped). One read of the ring, so a fast path that came up short can skip the general path
+    /// when the ring simply ran dry. Anything odd (an avail index far ahead) counts as not empty, for Pop to report.
+    /// </summary>
+    internal bool NothingToPop => _ring.NothingToPop;
+
+    /// <summary>
+    /// Pops up to chains.Length available chains whose segments fit into <paramref name="segments"/>.
+    /// Bad chains are returned to the guest (length 0) and skipped.
+    /// </summary>
+    internal int Pop(Span<DescriptorChain> chains, Span<BufferSegment> segments) => MayConsume ? _ring.Pop(chains, segments) : 0;
+
+    /// <summary>
+    /// The receive fast path, in the shape of DPDK's: one-descriptor writable chains are taken from the
+    /// ring, filled by <paramref name="filler"/> and returned in place in one pass, nothing staged (on a packed
+    /// ring, used descriptors are marked a ring line at a time, as DPDK's batch path does). Stops at the first item
+    /// or buffer it cannot take whole (a chain, an indirect table, a short or untranslatable buffer, an item
+    /// the filler declines), which <see cref="Pop"/> then handles and reports. Returns how many of the first
+    /// <paramref name="count"/> items were placed; they are published and the guest interrupted if it asked.
+    /// </summary>
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    {
+        var ring = _ring;
+        if (!MayConsume || !ring.FastPathOpen || ring._policy.DeviceReadsOnly) return 0;
+        return ring is PackedRing packed ? packed.Fill(ref filler, count) : Unsafe.As<SplitRing>(ring).Fill(ref filler, count);
+    }
+
+    /// <summary>
+    /// The transmit fast path: one-descriptor readable chains are handed to <paramref name="taker"/> straight
+    /// from the ring and returned in place (length 0), nothing staged. Stops where <see cref="Fill"/> would,
+    /// or where the taker declines. Returns how many were taken (at most <paramref name="count"/>).
+    /// </summary>
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    {
+        var ring = _ring;
+        if (!MayConsume || !ring.FastPathOpen) return 0;
+        return ring is PackedRing packed ? packed.Take(ref taker, count) : Unsafe.As<SplitRing>(ring).Take(ref taker, count);
+    }
+
+    /// <summary>
+    /// Gives back the last chains a Pop returned, unused, so they are popped again later (the chains must be
+    /// the most recent ones popped, in order, with nothing pushed for them). Mergeable receive buffers need it:
+    /// a frame that does not fit in what is available waits instead of being cut.
+    /// </summary>
+    internal void Rewind(ReadOnlySpan<DescriptorChain> chains) => _ring.Rewind(chains);
+
+    /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PushUsed(in DescriptorChain chain, uint writtenBytes) => _ring.PushUsed(chain.Id, chain.SlotCount, writtenBytes);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PushUsed(ushort id, ushort slotCount, uint writtenBytes) => _ring.PushUsed(id, slotCount, writtenBytes);
+
+    /// <summary>Publishes staged used elements and interrupts the guest if it asked for that.</summary>
+    internal void FlushUsed() => _ring.FlushUsed();
+
+    /// <summary>Asks the driver to kick (true) or not to (false).</summary>
+    internal void SetNotificationsEnabled(bool enabled) => _ring.SetNotificationsEnabled(enabled);
+
+    /// <summary>Returns what Take holds (the ring is being disabled or stopped). Call with the access lock held.</summary>
+    internal void ReturnHeldTaken() => _ring.ReturnHeldTaken();
+
+    /// <summary>Chains refused for breaking a rule (returned to the guest with length 0).</summary>
+    public long BadChains => _ring.BadChains;
+
+    /// <summary>Why the last bad chain was refused.</summary>
+    public string? LastBadChainReason => _ring.LastBadChainReason;
+
+    /// <summary>The next avail index the back-end will read (split) or slot (packed).</summary>
+    public ushort LastAvailIndex => _ring.LastAvailIndex;
+
+    /// <summary>Whether Take is evicting now (with <see cref="LineEviction.Tuned"/>, the tuner's current mode).</summary>
+    public bool EvictingTakenLines => _ring.EvictingTakenLines;
+
+    /// <summary>Bytes one queue's in-flight area takes, sized for either ring format (the front-end asks before features are set).</summary>
+    public static ulong InflightQueueRegionSize(int queueSize) =>
+        ((ulong)(32 + 32 * queueSize) + InflightAlign - 1) & ~(ulong)(InflightAlign - 1);
+
+    private const int InflightAlign = 64;
+
+    /// <summary>Chains found in flight when the queue last started and popped again first.</summary>
+    public int InflightResubmitted => _ring.InflightResubmitted;
+
+    /// <summary>Whether pops and completions are being recorded in a shared in-flight area.</summary>
+    public bool InflightTracking => _ring.InflightTracking;
+
+    /// <summary>Attaches (or with an empty window detaches) this queue's part of the in-flight area; used at the next start.</summary>
+    internal void SetInflightRegion(NativeWindow region, int queueSize)
+    {
+        _inflightRegion = region;
+        _inflightQueueSize = queueSize;
+        _ring.SetInflightRegion(region, queueSize);
+    }
+
+    /// <summary>Off-thread work begun on this queue and not completed yet.</summary>
+    public int WorkInFlight => Volatile.Read(ref _workInFlight);
+
+    internal QueueWork BeginWork(in DescriptorChain chain)
+    {
+        // the control plane cannot retire the generation while we hold the lease, so this cannot fail
+        if (!_memory.TryAcquire()) throw new InvalidOperationException("memory generation retired under a burst");
+        Interlocked.Increment(ref _workInFlight);
+        return new QueueWork { Memory = _memory, Id = chain.Id, SlotCount = chain.SlotCount };
+    }
+
+    /// <summary>Ends a ticket: stages its used element when <paramref name="push"/> (under a lease), releases its generation.</summary>
+    internal void CompleteWork(ref QueueWork work, uint writtenBytes, bool push)
+    {
+        var memory = work.Memory ?? throw new InvalidOperationException("work completed twice");
+        if (push) PushUsed(work.Id, work.SlotCount, writtenBytes);
+        work.Memory = null;
+        memory.Release();
+        // the last completion of a drain tells the control plane, which waits on the reactor
+        if (Interlocked.Decrement(ref _workInFlight) == 0 && _draining) PostCompletion();
+    }
+
+    /// <summary>
+    /// Drops a ticket whose queue is gone (the device closed while the work ran): nothing is returned to the
+    /// guest, and the generation the work held is released. Needs no lease.
+    /// </summary>
+    public void Abandon(ref QueueWork work)
+    {
+        if (work.Memory != null) CompleteWork(ref work, 0, push: false);
+    }
+
+    /// <summary>GET_VRING_BASE or a close: no new chains are taken from now on; work in flight may still complete.</summary>
+    internal void BeginDrain()
+    {
+        using (AccessLock.EnterScope()) _draining = true;
+    }
+
+    /// <summary>Whether a drain is under way (GET_VRING_BASE waiting, or the device closing).</summary>
+    internal bool Draining => _draining;
 
     public int Index { get; }
 
@@ -59,11 +284,11 @@ public sealed partial class Virtqueue
 
     public VringAddress? Address { get; private set; }
 
-    public SafeFd? KickFd { get; private set; }
+    internal SafeFd? KickFd { get; private set; }
 
-    public SafeFd? CallFd { get; private set; }
+    internal SafeFd? CallFd { get; private set; }
 
-    public SafeFd? ErrFd { get; private set; }
+    internal SafeFd? ErrFd { get; private set; }
 
     /// <summary>SET_VRING_KICK said "no fd": the front-end will not kick (polling or in-band kicks).</summary>
     public bool KickPolling { get; private set; }
@@ -87,6 +312,48 @@ public sealed partial class Virtqueue
 
     internal void SetNotifier(IGuestNotifier notifier) => _notifier = notifier;
 
+    /// <summary>The device type's data-path choices for this queue (set under a lease: <see cref="VirtqueueBurst.Policy"/>).</summary>
+    public QueuePolicy Policy
+    {
+        get => _ring._policy;
+        internal set
+        {
+            // what Take held under the old policy goes back to the guest before the new one applies
+            if (!value.HoldTakenReturns) ReturnHeldTaken();
+            _ring._policy = value;
+        }
+    }
+
+    // QueueLocal<T> slots: read without a lock, stored under _localsLock (once per queue and kind of state)
+    private static int s_localSlots;
+    private object?[] _locals = [];
+    private readonly Lock _localsLock = new();
+
+    internal static int AllocateLocalSlot() => Interlocked.Increment(ref s_localSlots) - 1;
+
+    internal object? GetLocal(int slot)
+    {
+        var locals = Volatile.Read(ref _locals);
+        return (uint)slot < (uint)locals.Length ? Volatile.Read(ref locals[slot]) : null;
+    }
+
+    internal object GetOrAddLocal(int slot, Func<Virtqueue, object, object> create, object state)
+    {
+        using (_localsLock.EnterScope())
+        {
+            if (GetLocal(slot) is { } found) return found;
+            var value = create(this, state);
+            var locals = _locals;
+            if (slot >= locals.Length)
+            {
+                Array.Resize(ref locals, Math.Max(slot + 1, 2 * locals.Length));
+                Volatile.Write(ref _locals, locals);
+            }
+            Volatile.Write(ref locals[slot], value);
+            return value;
+        }
+    }
+
     internal static string? ValidateSize(uint num, bool packed)
     {
         if (num == 0) return "ring size 0";
@@ -103,6 +370,7 @@ public sealed partial class Virtqueue
         EventIdx = VirtioFeature.Has(features, VirtioFeature.RingEventIdx);
         IndirectAllowed = VirtioFeature.Has(features, VirtioFeature.RingIndirectDesc);
         InOrder = VirtioFeature.Has(features, VirtioFeature.InOrder);
+        MatchEngine();
     }
 
     internal string? SetSize(uint num)
@@ -133,7 +401,8 @@ public sealed partial class Virtqueue
         {
             return $"split ring base {value} above 65535";
         }
-        SetBaseCore(value);
+        _base = value;
+        _ring.SetBase(value);
         return null;
     }
 
@@ -161,13 +430,23 @@ public sealed partial class Virtqueue
     /// <summary>Translates the rings in <paramref name="memory"/>; the queue runs after this returns null.</summary>
     internal string? Start(GuestMemory memory)
     {
+        MatchEngine();
+        if (Translate(memory) is { } error) return error;
+        Faulted = false;
+        Started = true;
+        _ring.Start();
+        return null;
+    }
+
+    /// <summary>The ring windows for the current addresses in <paramref name="memory"/>, checked; nothing else changes.</summary>
+    private string? Translate(GuestMemory memory)
+    {
         if (Address is not { } a) return "ring addresses not set";
         if (Size == 0) return "ring size not set";
         // SET_VRING_NUM, SET_VRING_BASE and SET_FEATURES may come in any order, so each was checked only
         // against what was known then: check the combination the ring will run with
         if (ValidateSize((uint)Size, IsPacked) is { } sizeError) return sizeError;
-        if (IsPacked && (LastAvailIndex >= Size || _usedIdx >= Size))
-            return $"packed ring base {Math.Max(LastAvailIndex, _usedIdx)} beyond ring size {Size}";
+        if (_ring.CheckBase(Size) is { } baseError) return baseError;
         ulong n = (ulong)Size;
         ulong descLen = 16 * n;
         ulong availLen = IsPacked ? 4 : 6 + 2 * n;
@@ -180,41 +459,40 @@ public sealed partial class Virtqueue
             return $"{(IsPacked ? "device event area" : "used ring")} 0x{a.UsedUserAddr:x} (+{usedLen}) is not inside guest memory";
         if (!IsPacked && (a.DescUserAddr % 16 != 0 || a.AvailUserAddr % 2 != 0 || a.UsedUserAddr % 4 != 0))
             return "ring addresses not aligned as the virtio spec requires";
-        _desc = desc;
-        _avail = avail;
-        _used = used;
+        _ring.Attach(desc, avail, used, memory);
         _memory = memory;
-        _evictTuner = default;
-        Faulted = false;
-        Started = true;
-        OnStarted();
         return null;
     }
 
-    /// <summary>Memory table changed while the queue was running: translate again or stop.</summary>
+    /// <summary>
+    /// The memory table or the ring addresses changed while the queue was running: translate again and go on
+    /// where the ring was. Indexes, staged and held used elements and in-flight tracking are kept: requests
+    /// popped before the change are still being worked on and complete after it. A ring that no longer
+    /// translates stops (its base is kept for GET_VRING_BASE).
+    /// </summary>
     internal string? Remap(GuestMemory memory)
     {
         _memory = memory;
         if (!Started) return null;
-        Started = false;
-        _remapping = true;
-        try
+        if (Translate(memory) is { } error)
         {
-            return Start(memory);
+            Started = false;
+            _ring.Detach();
+            return error;
         }
-        finally
-        {
-            _remapping = false;
-        }
+        return null;
     }
 
     /// <summary>Stops the queue (GET_VRING_BASE) and returns the base to report.</summary>
     internal uint Stop()
     {
         ReturnHeldTaken();
-        uint b = GetBaseCore();
+        FlushUsed();
+        uint b = _ring.GetBase();
+        _base = b;
         Started = false;
-        _desc = _avail = _used = default;
+        _draining = false;
+        _ring.Detach();
         return b;
     }
 
@@ -230,7 +508,8 @@ public sealed partial class Virtqueue
         Enabled = false;
         Faulted = false;
         _memory = GuestMemory.Empty;
-        SetBaseCore(0);
+        _base = 0;
+        _ring.SetBase(0);
     }
 
     /// <summary>Marks the queue broken; the device is told once and stops it.</summary>

@@ -2,128 +2,168 @@ using Microsoft.Extensions.Logging;
 using Vhost.Device;
 using Vhost.Interop;
 using Vhost.Protocol;
+using Vhost.Runtime;
 
 namespace Vhost.Transport;
 
 /// <summary>
-/// Reads messages from one front-end connection on its own thread and hands them to the device. A
-/// framing error or a refused request without REPLY_ACK ends this connection only; every other device
-/// has its own thread and keeps running.
+/// One front-end connection on its device's reactor: the socket is non-blocking, messages are gathered as their
+/// bytes arrive (a front-end that sends half a message holds up nobody), and each whole message goes to the
+/// device. A framing error or a refused request without REPLY_ACK ends this connection only. A GET_VRING_BASE
+/// that waits for work in flight pauses reading until its reply is sent.
 /// </summary>
-internal sealed class Connection
+internal sealed class Connection : IReadyHandler
 {
     private readonly UnixSocket _socket;
     private readonly ILogger _logger;
     private readonly VhostDevice _device;
+    private readonly Reactor _reactor;
+    private readonly byte[] _head = new byte[MessageHeader.Length];
     private readonly byte[] _payload = new byte[MessageHeader.MaxPayload];
     private readonly ReplyBuffer _reply = new();
     private readonly List<SafeFd> _received = [];
     private readonly List<SafeFd?> _fds = [];
-    private readonly Thread _thread;
+    private readonly ManualResetEventSlim _ended = new(false);
+    private ulong _token;
+    private MessageHeader _header;
+    private bool _haveHeader;
+    private int _have;
+    private bool _truncated;
+    private bool _paused;
+    private bool _closing;
+    private MessageHeader _pendingHeader;
 
-    public Connection(UnixSocket socket, VhostSocketOptions options, ILogger logger)
+    public Connection(UnixSocket socket, VhostSocketOptions options, ILogger logger, Reactor reactor)
     {
         _socket = socket;
         _logger = logger;
+        _reactor = reactor;
         _device = new VhostDevice(options, logger, RequestClose);
-        _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-conn-{_device.Id}" };
     }
 
     public VhostDevice Device => _device;
 
-    public Thread Thread => _thread;
+    /// <summary>The connection has stopped reading and its device is being released.</summary>
+    public bool Ending => Volatile.Read(ref _closing);
 
-    /// <summary>Runs when the connection has ended and the device is released.</summary>
+    /// <summary>Set once the connection has ended and its device is released.</summary>
+    public WaitHandle Ended => _ended.WaitHandle;
+
+    /// <summary>Runs (on the reactor) when the connection has ended and the device is released.</summary>
     public event Action<Connection>? Closed;
 
-    public void Start() => _thread.Start();
-
-    public void RequestClose() => _socket.Shutdown();
-
-    private void Run()
+    /// <summary>Starts reading on the reactor.</summary>
+    public void Start() => _reactor.Post(() =>
     {
-        string reason = "front-end closed the connection";
+        _device.AttachToReactor(_reactor);
+        if (!_socket.SetNonBlocking() || (_token = _reactor.Add(_socket.Handle, this)) == 0)
+        {
+            Close("the connection's socket cannot be watched");
+            return;
+        }
+        // bytes that arrived before the watch are seen at once: epoll is level-triggered
+    });
+
+    /// <summary>Asks for the connection to end (any thread); the device is released on the reactor.</summary>
+    public void RequestClose() => _reactor.Post(() => Close("closed by the back-end"));
+
+    void IReadyHandler.OnReady(uint events)
+    {
         try
         {
-            while (true)
-            {
-                var error = ReadMessage(out var header, out int size);
-                if (error != null)
-                {
-                    reason = error;
-                    if (error != EndOfStream) _logger.LogError("device {Id} ({Path}): {Error}; closing the connection", _device.Id, _device.SocketPath, error);
-                    break;
-                }
-                if (!Dispatch(header, size, out reason)) break;
-                if (_device.FaultReason is { } f)
-                {
-                    reason = f;
-                    break;
-                }
-            }
+            ReadAvailable();
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
-            reason = e.Message;
             _logger.LogWarning("device {Id}: connection error: {Error}", _device.Id, e.Message);
+            Close(e.Message);
         }
         catch (Exception e)
         {
-            reason = e.Message;
             _logger.LogError(e, "device {Id}: unexpected error in message handling; closing the connection", _device.Id);
-        }
-        finally
-        {
-            DisposeFds();
-            _device.Close();
-            _socket.Dispose();
-            _logger.LogInformation("device {Id} ({Path}) disconnected: {Reason}", _device.Id, _device.SocketPath, reason);
-            Closed?.Invoke(this);
+            Close(e.Message);
         }
     }
 
-    private const string EndOfStream = "end of stream";
+    private const string EndOfStream = "front-end closed the connection";
 
-    /// <summary>Reads one whole message; fds may arrive with any of its bytes.</summary>
-    private string? ReadMessage(out MessageHeader header, out int size)
+    /// <summary>Messages one turn handles; the rest wait for the reactor's next turn, after the other devices had theirs.</summary>
+    private const int MessagesPerTurn = 16;
+
+    /// <summary>Reads and handles the whole messages the socket holds, until it would block or the turn's budget is spent.</summary>
+    private void ReadAvailable()
     {
-        header = default;
-        size = 0;
-        DisposeFds();
-        Span<byte> h = stackalloc byte[MessageHeader.Length];
-        int got = ReadExactly(h, allowEof: true);
-        if (got == 0) return EndOfStream;
-        if (got < 0) return "connection ended inside a message header";
-        header = MessageHeader.Read(h);
-        if ((header.Flags & MessageHeader.VersionMask) != MessageHeader.Version)
-            return $"message {header.Request} has version {header.Flags & MessageHeader.VersionMask}, expected 1";
-        if ((header.Flags & MessageHeader.ReplyFlag) != 0)
-            return $"message {header.Request} has the reply flag set";
-        if (header.Size > MessageHeader.MaxPayload)
-            return $"message {header.Request} claims a {header.Size}-byte payload (at most {MessageHeader.MaxPayload})";
-        size = (int)header.Size;
-        if (size > 0 && ReadExactly(_payload.AsSpan(0, size), allowEof: false) < 0)
-            return $"connection ended inside the payload of message {header.Request}";
-        if (_received.Count > UnixSocket.MaxFds || _truncated)
-            return $"message {header.Request} carries more than {UnixSocket.MaxFds} fds";
-        foreach (var fd in _received) _fds.Add(fd);
-        _received.Clear();
-        return null;
+        // level-triggered: whatever is left after the budget makes the socket ready again on the next turn
+        for (int handled = 0; handled < MessagesPerTurn && !_paused && !_closing; handled++)
+        {
+            var (state, error) = ReadStep();
+            if (state == Step.WouldBlock) return;
+            if (state == Step.Failed)
+            {
+                if (error != EndOfStream) _logger.LogError("device {Id} ({Path}): {Error}; closing the connection", _device.Id, _device.SocketPath, error);
+                Close(error!);
+                return;
+            }
+            if (!Dispatch(_header, (int)_header.Size, out var reason))
+            {
+                Close(reason);
+                return;
+            }
+            if (_device.FaultReason is { } f)
+            {
+                Close(f);
+                return;
+            }
+        }
     }
 
-    private bool _truncated;
-
-    private int ReadExactly(Span<byte> buffer, bool allowEof)
+    private enum Step
     {
-        int total = 0;
-        while (total < buffer.Length)
+        WouldBlock,
+        Message,
+        Failed,
+    }
+
+    /// <summary>Reads what is there of the current message; exactly up to its end, so the next one's fds stay with it.</summary>
+    private (Step, string?) ReadStep()
+    {
+        while (true)
         {
-            int n = _socket.Receive(buffer[total..], _received, out bool truncated);
+            Span<byte> want = _haveHeader ? _payload.AsSpan(_have, (int)_header.Size - _have) : _head.AsSpan(_have);
+            int n = _socket.TryReceive(want, _received, out bool truncated);
             _truncated |= truncated;
-            if (n == 0) return total == 0 && allowEof ? 0 : -1;
-            total += n;
+            if (n < 0) return (Step.WouldBlock, null);
+            if (n == 0)
+            {
+                if (!_haveHeader && _have == 0) return (Step.Failed, EndOfStream);
+                return (Step.Failed, _haveHeader
+                    ? $"connection ended inside the payload of message {_header.Request}"
+                    : "connection ended inside a message header");
+            }
+            _have += n;
+            if (!_haveHeader)
+            {
+                if (_have < MessageHeader.Length) continue;
+                _header = MessageHeader.Read(_head);
+                if ((_header.Flags & MessageHeader.VersionMask) != MessageHeader.Version)
+                    return (Step.Failed, $"message {_header.Request} has version {_header.Flags & MessageHeader.VersionMask}, expected 1");
+                if ((_header.Flags & MessageHeader.ReplyFlag) != 0)
+                    return (Step.Failed, $"message {_header.Request} has the reply flag set");
+                if (_header.Size > MessageHeader.MaxPayload)
+                    return (Step.Failed, $"message {_header.Request} claims a {_header.Size}-byte payload (at most {MessageHeader.MaxPayload})");
+                _haveHeader = true;
+                _have = 0;
+            }
+            if (_have < (int)_header.Size) continue;
+            _haveHeader = false;
+            _have = 0;
+            bool tooMany = _received.Count > UnixSocket.MaxFds || _truncated;
+            _truncated = false;
+            if (tooMany) return (Step.Failed, $"message {_header.Request} carries more than {UnixSocket.MaxFds} fds");
+            foreach (var fd in _received) _fds.Add(fd);
+            _received.Clear();
+            return (Step.Message, null);
         }
-        return total;
     }
 
     private bool Dispatch(MessageHeader header, int size, out string reason)
@@ -144,6 +184,7 @@ internal sealed class Connection
         }
         _reply.Clear();
         var outcome = _device.Handle(header, _payload.AsSpan(0, size), _fds, _reply);
+        DisposeFds();
         bool ack = header.NeedReply && !s.HasReply && _device.HasProtocolFeature(ProtocolFeature.ReplyAck);
         switch (outcome.Kind)
         {
@@ -159,6 +200,9 @@ internal sealed class Connection
                 _logger.LogError("device {Id} ({Path}): {Request} refused: {Reason}", _device.Id, _device.SocketPath, s.Request, outcome.Error);
                 SendReply(header, 1);
                 break;
+            case OutcomeKind.Pending:
+                Pause(header);
+                return true;
             default:
                 if (s.HasReply) SendReply(header, _reply.Data.AsSpan(0, _reply.Length), _reply.Fd);
                 else if (ack) SendReply(header, 0);
@@ -166,6 +210,39 @@ internal sealed class Connection
         }
         _device.CheckReady();
         return true;
+    }
+
+    /// <summary>The reply waits for the device (work in flight); nothing more is read until it is sent.</summary>
+    private void Pause(MessageHeader header)
+    {
+        _paused = true;
+        _pendingHeader = header;
+        _reactor.SetInterest(_token, _socket.Handle, input: false);
+        if (!_device.HasPendingReply(Resume)) Resume();
+    }
+
+    private void Resume()
+    {
+        if (_closing) return;
+        try
+        {
+            var reply = _device.PendingReply;
+            SendReply(_pendingHeader, reply.Data.AsSpan(0, reply.Length));
+            reply.Clear();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            Close(e.Message);
+            return;
+        }
+        _paused = false;
+        if (_device.FaultReason is { } f)
+        {
+            Close(f);
+            return;
+        }
+        _device.CheckReady();
+        _reactor.SetInterest(_token, _socket.Handle, input: true);
     }
 
     private void SendReply(MessageHeader request, ulong ack)
@@ -177,21 +254,50 @@ internal sealed class Connection
 
     private void SendReply(MessageHeader request, ReadOnlySpan<byte> payload, SafeFd? fd = null)
     {
-        var buf = new byte[MessageHeader.Length + payload.Length];
+        Span<byte> buf = stackalloc byte[MessageHeader.Length + payload.Length];
         new MessageHeader(request.Request, MessageHeader.Version | MessageHeader.ReplyFlag, (uint)payload.Length).Write(buf);
-        payload.CopyTo(buf.AsSpan(MessageHeader.Length));
+        payload.CopyTo(buf[MessageHeader.Length..]);
+        // non-blocking: a front-end that stops reading its replies fails the send and loses its connection
         if (fd != null) _socket.Send(buf, [fd]);
         else _socket.Send(buf);
         // our copy of a sent fd is not needed once the peer has its own
         _reply.Clear();
     }
 
+    /// <summary>Ends the connection (reactor thread): stop reading, then release the device once its work is done.</summary>
+    private void Close(string reason)
+    {
+        if (_closing) return;
+        _closing = true;
+        _reactor.Remove(ref _token, _socket.Handle);
+        DisposeFds();
+        foreach (var fd in _received) fd.Dispose();
+        _received.Clear();
+        if (_device.Reactor == null)
+        {
+            Finish(reason);
+            return;
+        }
+        _device.BeginClose(() => Finish(reason));
+    }
+
+    private void Finish(string reason)
+    {
+        _socket.Dispose();
+        _logger.LogInformation("device {Id} ({Path}) disconnected: {Reason}", _device.Id, _device.SocketPath, reason);
+        try
+        {
+            Closed?.Invoke(this);
+        }
+        finally
+        {
+            _ended.Set();
+        }
+    }
+
     private void DisposeFds()
     {
         foreach (var fd in _fds) fd?.Dispose();
         _fds.Clear();
-        foreach (var fd in _received) fd.Dispose();
-        _received.Clear();
-        _truncated = false;
     }
 }

@@ -2,13 +2,15 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Vhost.Device;
 using Vhost.Interop;
+using Vhost.Runtime;
 
 namespace Vhost.Transport;
 
 /// <summary>
 /// One registered socket path: rte_vhost_driver_register + _start + _unregister. In server mode every
 /// accepted connection is a new device; in client mode it connects, and reconnects every second after
-/// the front-end goes away unless reconnection is off.
+/// the front-end goes away unless reconnection is off. The listener and every connection live on the
+/// reactors of the socket's <see cref="VhostRuntime"/> (no thread of its own).
 /// </summary>
 public sealed class VhostUserSocket : IDisposable
 {
@@ -16,17 +18,23 @@ public sealed class VhostUserSocket : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
     private readonly List<Connection> _connections = [];
-    private readonly CancellationTokenSource _stop = new();
+    private readonly Queue<UnixSocket> _waiting = new();
+    private readonly VhostRuntime _runtime;
+    private Reactor? _reactor;
     private UnixSocket? _listener;
-    private Thread? _thread;
+    private ulong _listenToken;
+    private volatile bool _stopping;
     private bool _started;
+    private bool _announced;
 
     public VhostUserSocket(VhostSocketOptions options)
     {
         ArgumentException.ThrowIfNullOrEmpty(options.Path);
         if (options.MaxQueues is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "MaxQueues must be 1..256");
+        if (options.MaxConnections is < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxConnections must be at least 1 (or null)");
         _options = options;
         _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Vhost");
+        _runtime = options.Runtime ?? VhostRuntime.Shared;
     }
 
     public string Path => _options.Path;
@@ -70,97 +78,168 @@ public sealed class VhostUserSocket : IDisposable
             if (_started) throw new InvalidOperationException($"{Path} already started");
             _started = true;
         }
+        _reactor = _runtime.Assign();
         if (_options.Client)
         {
-            _thread = new Thread(ClientLoop) { IsBackground = true, Name = $"vhost-client {Path}" };
+            _reactor.Post(TryConnect);
         }
         else
         {
-            if (File.Exists(Path)) File.Delete(Path); // a stale socket from an earlier run
+            RemoveStaleSocket();
             _listener = UnixSocket.Listen(Path);
-            _thread = new Thread(AcceptLoop) { IsBackground = true, Name = $"vhost-accept {Path}" };
+            _listener.SetNonBlocking();
+            var listener = _listener;
+            _reactor.Invoke(() =>
+            {
+                _listenToken = _reactor.Add(listener.Handle, new AcceptWatch(this));
+                if (_listenToken == 0) throw new IOException($"{Path}: the listening socket cannot be watched");
+            }, TimeSpan.FromSeconds(10));
         }
-        _thread.Start();
         _logger.LogInformation("vhost-user socket {Path} started ({Mode})", Path, _options.Client ? "client" : "server");
     }
 
-    private void AcceptLoop()
+    /// <summary>A socket file left by an earlier run is replaced; anything else at the path is not ours to delete.</summary>
+    private void RemoveStaleSocket()
     {
-        while (!_stop.IsCancellationRequested)
+        switch (FileDescriptors.Lookup(Path))
         {
-            UnixSocket? s;
-            try
-            {
-                s = _listener!.Accept();
-            }
-            catch (IOException e)
-            {
-                _logger.LogError("accept on {Path} failed: {Error}", Path, e.Message);
-                Thread.Sleep(100);
-                continue;
-            }
-            if (s == null || _stop.IsCancellationRequested)
-            {
-                s?.Dispose();
+            case PathEntry.Socket:
+                File.Delete(Path);
                 break;
-            }
-            Run(s);
+            case PathEntry.Other:
+                throw new IOException($"{Path} exists and is not a socket; refusing to replace it");
         }
     }
 
-    private void ClientLoop()
+    private sealed class AcceptWatch(VhostUserSocket owner) : IReadyHandler
     {
-        bool announced = false;
-        while (!_stop.IsCancellationRequested)
+        public void OnReady(uint events) => owner.AcceptAll();
+    }
+
+    /// <summary>On the listener's reactor: every waiting connection becomes a device.</summary>
+    private void AcceptAll()
+    {
+        while (!_stopping && _listener is { } l)
         {
-            var s = UnixSocket.TryConnect(Path, out int errno);
+            var s = l.TryAccept(out int errno);
             if (s == null)
             {
-                if (!announced)
-                {
-                    _logger.LogInformation("{Path}: front-end not there yet ({Error}); retrying every {Interval}",
-                        Path, Libc.Describe(errno), _options.ReconnectInterval);
-                    announced = true;
-                }
-                _stop.Token.WaitHandle.WaitOne(_options.ReconnectInterval);
-                continue;
+                if (errno is not (Libc.EAGAIN or Libc.EINTR)) _logger.LogError("accept on {Path} failed: {Error}", Path, Libc.Describe(errno));
+                return;
             }
-            announced = false;
-            var conn = Run(s);
-            conn.Thread.Join();
-            if (!_options.Reconnect) break;
-            _stop.Token.WaitHandle.WaitOne(_options.ReconnectInterval);
+            Admit(s);
         }
     }
 
-    private Connection Run(UnixSocket s)
+    /// <summary>
+    /// MaxConnections: one more front-end is refused (one line, closed), unless a connection is still ending: a
+    /// front-end that reconnects right after leaving finds its old device releasing, and waits for it, not refused.
+    /// </summary>
+    private void Admit(UnixSocket s)
     {
-        var conn = new Connection(s, _options, _logger);
+        if (_options.MaxConnections is not { } max)
+        {
+            Run(s);
+            return;
+        }
+        string verdict;
+        lock (_lock)
+        {
+            int live = _connections.Count(c => !c.Ending);
+            verdict = live + _waiting.Count >= max ? "refuse" : _connections.Count + _waiting.Count >= max ? "wait" : "run";
+            if (verdict == "wait") _waiting.Enqueue(s);
+        }
+        if (verdict == "run")
+        {
+            Run(s);
+        }
+        else if (verdict == "refuse")
+        {
+            _logger.LogError("{Path}: connection refused: this socket serves at most {Max} front-end(s) at a time", Path, max);
+            s.Dispose();
+        }
+    }
+
+    /// <summary>A connection ended: a front-end waiting for its place gets it.</summary>
+    private void AdmitWaiting()
+    {
+        UnixSocket? next = null;
+        lock (_lock)
+        {
+            if (_waiting.Count > 0 && _connections.Count < (_options.MaxConnections ?? int.MaxValue)) next = _waiting.Dequeue();
+        }
+        if (next == null) return;
+        if (_stopping) next.Dispose();
+        else Run(next);
+    }
+
+    /// <summary>Client mode, on the socket's reactor: one connection attempt, and another after the interval if it failed.</summary>
+    private void TryConnect()
+    {
+        if (_stopping) return;
+        var s = UnixSocket.TryConnect(Path, out int errno);
+        if (s == null)
+        {
+            if (!_announced)
+            {
+                _logger.LogInformation("{Path}: front-end not there yet ({Error}); retrying every {Interval}",
+                    Path, Libc.Describe(errno), _options.ReconnectInterval);
+                _announced = true;
+            }
+            _reactor!.Schedule(_options.ReconnectInterval, TryConnect);
+            return;
+        }
+        _announced = false;
+        Run(s);
+    }
+
+    private void Run(UnixSocket s)
+    {
+        var conn = new Connection(s, _options, _logger, _runtime.Assign());
         conn.Closed += c =>
         {
             lock (_lock) _connections.Remove(c);
             Disconnected?.Invoke(c.Device);
+            if (_options.MaxConnections != null) _reactor!.Post(AdmitWaiting);
+            if (_options.Client && _options.Reconnect) _reactor!.Post(() => _reactor.Schedule(_options.ReconnectInterval, TryConnect));
         };
         lock (_lock) _connections.Add(conn);
         _logger.LogInformation("{Path}: new connection, device {Id}", Path, conn.Device.Id);
         conn.Start();
-        return conn;
     }
 
     /// <summary>rte_vhost_driver_unregister: closes every device and removes the socket file.</summary>
     public void Dispose()
     {
-        if (_stop.IsCancellationRequested) return;
-        _stop.Cancel();
-        _listener?.Shutdown();
+        lock (_lock)
+        {
+            if (_stopping) return;
+            _stopping = true;
+        }
+        if (_reactor != null)
+        {
+            // on the reactor, so no accept or connect attempt runs after this
+            _reactor.Invoke(() =>
+            {
+                if (_listener != null) _reactor.Remove(ref _listenToken, _listener.Handle);
+            }, TimeSpan.FromSeconds(10));
+            _reactor.AddLoad(-1);
+        }
         Connection[] conns;
         lock (_lock) conns = [.. _connections];
         foreach (var c in conns) c.RequestClose();
-        foreach (var c in conns) c.Thread.Join(TimeSpan.FromSeconds(10));
-        _thread?.Join(TimeSpan.FromSeconds(5));
+        foreach (var c in conns)
+        {
+            // a device of this socket may share the caller's reactor (Dispose from a callback): do not wait on ourselves
+            if (!c.Device.Reactor?.IsCurrentThread ?? true) c.Ended.WaitOne(TimeSpan.FromSeconds(10));
+        }
+        lock (_lock)
+        {
+            while (_waiting.Count > 0) _waiting.Dequeue().Dispose();
+        }
+        // only the socket we bound is ours to remove: a Start that refused the path leaves it alone
+        if (_listener != null && FileDescriptors.Lookup(Path) == PathEntry.Socket) File.Delete(Path);
         _listener?.Dispose();
-        if (!_options.Client && File.Exists(Path)) File.Delete(Path);
-        _stop.Dispose();
         _logger.LogInformation("vhost-user socket {Path} unregistered", Path);
     }
 

@@ -204,6 +204,9 @@ public sealed class DriverPackedRing : DriverRing
 
     private ushort AvailFlags(bool wrap) => wrap ? AvailBit : UsedBit;
 
+    /// <summary>The slot the next chain's first descriptor goes into (racing tests aim at its fields).</summary>
+    public int NextSlot => _next;
+
     public override ushort Add(params ReadOnlySpan<DriverBuffer> buffers)
     {
         if (_free < buffers.Length) throw new InvalidOperationException("ring full");

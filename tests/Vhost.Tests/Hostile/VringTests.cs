@@ -24,6 +24,14 @@ public sealed class VringTests
     }
 
     [Fact]
+    public void InbandKickWithoutInbandNotifications() =>
+        Case("without VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS", false, (_, fe, setup) =>
+        {
+            setup.SetUpQueue(0);
+            Scene.AssertNack(fe.VringKick(0, needReply: true));
+        });
+
+    [Fact]
     public void SizeZero() => Case("ring size 0", false, (_, fe, _) => Scene.AssertNack(fe.SetVringNum(0, 0, needReply: true)));
 
     [Fact]
@@ -41,6 +49,27 @@ public sealed class VringTests
     [Fact]
     public void SizeAbove32768() =>
         Case("ring size 65536 above 32768", false, (_, fe, _) => Scene.AssertNack(fe.SetVringNum(0, 65536, needReply: true)));
+
+    /// <summary>A pipe or a socket as a kick, call or err fd could stall the reactor (a full pipe blocks a write): only eventfds.</summary>
+    [Theory]
+    [InlineData(VhostUserRequest.SetVringKick)]
+    [InlineData(VhostUserRequest.SetVringCall)]
+    [InlineData(VhostUserRequest.SetVringErr)]
+    public void VringFdThatIsNotAnEventFd(VhostUserRequest request) =>
+        Case("the fd is not an eventfd", false, (_, fe, _) =>
+        {
+            var (r, w) = Vhost.Interop.FileDescriptors.Pipe();
+            using (r)
+            using (w)
+            {
+                Scene.AssertNack(request switch
+                {
+                    VhostUserRequest.SetVringKick => fe.SetVringKick(0, r, needReply: true),
+                    VhostUserRequest.SetVringCall => fe.SetVringCall(0, w, needReply: true),
+                    _ => fe.SetVringErr(0, w, needReply: true),
+                });
+            }
+        });
 
     /// <summary>Sends everything for queue 0 with <paramref name="address"/>; the kick (which starts the ring) must be refused.</summary>
     private static void StartWith(TestFrontEnd fe, QueueSetup q, VringAddress address)

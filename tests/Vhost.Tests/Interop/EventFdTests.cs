@@ -17,4 +17,32 @@ public sealed class EventFdTests
         Assert.Equal(2ul, EventFd.TryConsume(fd));
         Assert.Equal(0ul, EventFd.TryConsume(fd));
     }
+
+    /// <summary>An I/O thread may signal a completion fd just after teardown disposed it: a failed signal, not an exception.</summary>
+    [Fact]
+    public void SignalAndConsumeOfADisposedFdFailQuietly()
+    {
+        var fd = EventFd.Create(nonBlocking: true);
+        Assert.True(EventFd.Signal(fd));
+        fd.Dispose();
+        Assert.False(EventFd.Signal(fd));
+        Assert.Equal(0UL, EventFd.Consume(fd));
+    }
+
+    /// <summary>Only an eventfd is accepted as a kick, call or err fd: a pipe could stall the reactor.</summary>
+    [Fact]
+    public void OnlyEventFdsAreEventFds()
+    {
+        using var e = EventFd.Create();
+        var (r, w) = FileDescriptors.Pipe();
+        using (r)
+        using (w)
+        {
+            Assert.True(FileDescriptors.IsEventFd(e));
+            Assert.False(FileDescriptors.IsEventFd(r));
+            Assert.True(FileDescriptors.SetNonBlocking(e));
+            // a non-blocking eventfd reads nothing instead of waiting
+            Assert.Equal(0UL, EventFd.Consume(e));
+        }
+    }
 }

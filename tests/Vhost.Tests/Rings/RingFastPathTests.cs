@@ -155,8 +155,7 @@ public sealed class RingFastPathTests
     public void TakeWithEvictionKeepsEveryByte(bool packed)
     {
         using var h = new RingHarness(packed);
-        h.Queue.TakenLineEviction = LineEviction.Always;
-        h.Queue.TakenLineEvictionSkip = 12;
+        h.Queue.Policy = new QueuePolicy { TakenLineEviction = LineEviction.Always, TakenLineEvictionSkip = 12 };
         Assert.True(h.Queue.EvictingTakenLines);
         int[] lengths = [12, 13, 76, 1514, 5000];
         var bufs = new List<ulong>();
@@ -252,8 +251,7 @@ public sealed class RingFastPathTests
     private static RingHarness HoldingRing(ushort size = 64)
     {
         var h = new RingHarness(packed: true, size: size, inOrder: true);
-        h.Queue.BatchInOrderUsed = true;
-        h.Queue.HoldTakenReturns = true;
+        h.Queue.Policy = new QueuePolicy { BatchInOrderUsed = true, HoldTakenReturns = true };
         return h;
     }
 
@@ -344,7 +342,7 @@ public sealed class RingFastPathTests
             h.Queue.ReturnHeldTaken();
             Assert.Equal(ids.Select(id => new UsedElement(id, 0)), Drain(h));
             // switched off with nothing held: each Take returns its own batch again
-            h.Queue.HoldTakenReturns = false;
+            h.Queue.Policy = h.Queue.Policy with { HoldTakenReturns = false };
             var more = Offer(h, 8);
             Assert.Equal(8, TakeAll(h, 8));
             Assert.Equal(more.Select(id => new UsedElement(id, 0)), Drain(h));

@@ -5,59 +5,20 @@ using Vhost.Interop;
 namespace Vhost.Rings;
 
 /// <summary>
-/// In-flight tracking (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) for split rings (packed: Virtqueue.InflightPacked.cs), in the per-queue layout of the
+/// In-flight tracking for split rings (the shared part: RingEngine.Inflight.cs), in the per-queue layout of the
 /// vhost-user spec: a 16-byte header (u64 features, u16 version, u16 desc_num, u16 last_batch_head,
 /// u16 used_idx) and one 16-byte entry per descriptor (u8 inflight, 5 pad, u16 next, u64 counter).
 /// The area outlives this process (the front-end keeps its fd), so after a crash the next back-end sees
 /// which heads were popped and not completed, and pops them again before anything new.
 /// </summary>
-public sealed partial class Virtqueue
+internal sealed partial class SplitRing
 {
     private const int InflightHeader = 16;
     private const int InflightEntry = 16;
-    private const int InflightAlign = 64;
-
-    private NativeWindow _inflightRegion;
-    private int _inflightQueueSize;
-    private bool _inflightOn;
-    private ulong _inflightCounter;
-    private ushort[] _resubmit = [];
-    private int _resubmitCount;
-    private int _resubmitAt;
-    private bool _remapping;
-
-    /// <summary>Bytes one queue's area takes, sized for either ring format (the front-end asks before features are set).</summary>
-    public static ulong InflightQueueRegionSize(int queueSize) =>
-        ((ulong)(32 + 32 * queueSize) + InflightAlign - 1) & ~(ulong)(InflightAlign - 1);
-
-    /// <summary>Heads found in flight when the queue last started and popped again first.</summary>
-    public int InflightResubmitted { get; private set; }
-
-    /// <summary>Whether pops and completions are being recorded in a shared in-flight area.</summary>
-    public bool InflightTracking => _inflightOn;
-
-    /// <summary>Attaches (or with an empty window detaches) this queue's part of the in-flight area; used at the next start.</summary>
-    internal void SetInflightRegion(NativeWindow region, int queueSize)
-    {
-        _inflightRegion = region;
-        _inflightQueueSize = queueSize;
-        _inflightOn = false;
-    }
 
     /// <summary>At start: repair the last completion if it was cut short, then queue every head still in flight, oldest first.</summary>
-    private void RecoverInflight()
+    protected override void RecoverInflightCore()
     {
-        // new addresses for a running ring: what is in flight is still being worked on, not lost
-        if (_remapping && _inflightOn) return;
-        _inflightOn = false;
-        _resubmitCount = _resubmitAt = 0;
-        InflightResubmitted = 0;
-        if (_inflightRegion.IsEmpty) return;
-        if (IsPacked)
-        {
-            RecoverInflightPacked();
-            return;
-        }
         if (_inflightQueueSize < Size || _inflightRegion.Length < (nuint)(InflightHeader + InflightEntry * Size))
         {
             _logger.LogWarning("queue {Queue}: in-flight area for {Entries} descriptors cannot cover a ring of {Size}; not tracking", Index, _inflightQueueSize, Size);
@@ -114,33 +75,10 @@ public sealed partial class Virtqueue
         Volatile.Write(ref _inflightRegion.Ref<byte>(Entry(head)), 1);
     }
 
-    /// <summary>Pops the chains found in flight at start before anything new (split: heads; packed: head entries of the area).</summary>
-    private void PopResubmitted(Span<DescriptorChain> chains, Span<BufferSegment> segments, ref int n, ref int used)
-    {
-        while (_resubmitAt < _resubmitCount && n < chains.Length)
-        {
-            ushort head = _resubmit[_resubmitAt];
-            var chain = new DescriptorChain { Id = IsPacked ? _pHeadId[head] : head, SlotCount = IsPacked ? _pNum[head] : (ushort)1 };
-            string? reason = null;
-            var r = IsPacked ? WalkResubmittedPacked(head, segments[used..], ref chain, ref reason) : WalkSplit(head, segments[used..], ref chain, ref reason);
-            if (r == Walk.NoRoom)
-            {
-                if (used > 0) break;
-                r = Walk.Bad;
-                reason = $"chain needs more than {segments.Length} segments";
-            }
-            _resubmitAt++;
-            if (r == Walk.Bad)
-            {
-                BadChain(reason ?? "bad resubmitted chain");
-                PushUsed(chain.Id, chain.SlotCount, 0);
-                continue;
-            }
-            chain.SegmentStart = used;
-            used += chain.SegmentCount;
-            chains[n++] = chain;
-        }
-    }
+    protected override DescriptorChain ResubmittedChain(ushort entry) => new() { Id = entry, SlotCount = 1 };
+
+    protected override Walk WalkResubmitted(ushort entry, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason) =>
+        WalkSplit(entry, segments, ref chain, ref reason);
 
     /// <summary>Split flush with tracking: one element at a time, so a crash leaves at most the last one to repair.</summary>
     private ushort FlushSplitTracked(ushort u)

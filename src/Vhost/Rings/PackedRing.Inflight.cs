@@ -14,7 +14,7 @@ namespace Vhost.Rings;
 /// arrays too: the area is written here but only read back at start (a front-end can scribble on it at any
 /// time; at start everything read from it is checked).
 /// </summary>
-public sealed partial class Virtqueue
+internal sealed partial class PackedRing
 {
     private const int PackedHeader = 32;
     private const int PackedEntry = 32;
@@ -47,7 +47,7 @@ public sealed partial class Virtqueue
     }
 
     /// <summary>At start: commit or roll back the last used batch, then queue every chain still in flight, oldest first.</summary>
-    private void RecoverInflightPacked()
+    protected override void RecoverInflightCore()
     {
         if (_inflightQueueSize < Size || _inflightRegion.Length < PEntry(Size))
         {
@@ -306,6 +306,11 @@ public sealed partial class Virtqueue
         _inflightCounter--;
         r.Ref<ushort>(12) = r.Ref<ushort>(14) = (ushort)head;
     }
+
+    protected override DescriptorChain ResubmittedChain(ushort entry) => new() { Id = _pHeadId[entry], SlotCount = _pNum[entry] };
+
+    protected override Walk WalkResubmitted(ushort entry, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason) =>
+        WalkResubmittedPacked(entry, segments, ref chain, ref reason);
 
     /// <summary>Walks a chain found in flight at start from the descriptors kept in the area.</summary>
     private Walk WalkResubmittedPacked(int head, Span<BufferSegment> segments, ref DescriptorChain chain, ref string? reason)

@@ -1,16 +1,58 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
 using Vhost.Interop;
 
 namespace Vhost.Rings;
 
-/// <summary>Split ring: descriptor table, avail ring (driver → device), used ring (device → driver).</summary>
-public sealed partial class Virtqueue
+/// <summary>The split ring engine: descriptor table, avail ring (driver → device), used ring (device → driver).</summary>
+internal sealed partial class SplitRing : RingEngine
 {
     private const ushort AvailNoInterrupt = 1;
     private const ushort UsedNoNotify = 1;
 
-    private int PopSplit(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    public SplitRing(Virtqueue queue) : base(queue)
+    {
+    }
+
+    internal override void SetBase(uint value)
+    {
+        _lastAvail = (ushort)value;
+        _usedIdx = (ushort)value;
+        _signalledUsed = _usedIdx;
+        _signalledValid = false;
+    }
+
+    internal override uint GetBase() => _lastAvail;
+
+    protected override void OnStart()
+    {
+        // The used index in guest memory is the truth after a reconnect: whatever was popped but never
+        // completed by an earlier back-end is offered again (as DPDK does when nothing tracks in-flight).
+        ushort used = Volatile.Read(ref _used.Ref<ushort>(2));
+        if (used != _lastAvail)
+        {
+            _logger.LogWarning("queue {Queue}: avail base {Base} but used index {Used}; resuming from the used index", Index, _lastAvail, used);
+            _lastAvail = used;
+        }
+        _usedIdx = used;
+    }
+
+    internal override int AvailableCount
+    {
+        get
+        {
+            if (!Started) return 0;
+            ushort n = (ushort)(Volatile.Read(ref _avail.Ref<ushort>(2)) - _lastAvail);
+            return n <= Size ? n : 0;
+        }
+    }
+
+    protected override bool RingDry => Volatile.Read(ref _avail.Ref<ushort>(2)) == _lastAvail;
+
+    internal override void Rewind(ReadOnlySpan<DescriptorChain> chains) => _lastAvail -= (ushort)chains.Length;
+
+    protected override int PopCore(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         int n = 0, used = 0;
         if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
@@ -124,7 +166,7 @@ public sealed partial class Virtqueue
         }
     }
 
-    private void FlushSplit()
+    protected override void FlushCore()
     {
         int mask = Size - 1;
         ushort old = _usedIdx;
@@ -167,19 +209,22 @@ public sealed partial class Virtqueue
         bool interrupt;
         if (EventIdx)
         {
+            // as Linux and DPDK: measured from the index of the last check, and always after a (re)start, when the
+            // driver's used_event may lie anywhere (a driver may also move it backwards)
             ushort usedEvent = Volatile.Read(ref _avail.Ref<ushort>((nuint)(4 + 2 * Size)));
-            interrupt = NeedEvent(usedEvent, u, old);
+            interrupt = !_signalledValid || NeedEvent(usedEvent, u, _signalledUsed);
         }
         else
         {
             interrupt = (Volatile.Read(ref _avail.Ref<ushort>(0)) & AvailNoInterrupt) == 0;
         }
         _signalledUsed = u;
+        _signalledValid = true;
         if (interrupt) Interrupt();
     }
 
-    /// <summary>The split ring's form of <see cref="Fill"/>: one-descriptor writable chains, used elements written in place.</summary>
-    private int FillSplit<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    /// <summary>The split ring's form of <see cref="Virtqueue.Fill"/>: one-descriptor writable chains, used elements written in place.</summary>
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         ushort last = _lastAvail;
@@ -216,8 +261,8 @@ public sealed partial class Virtqueue
         return n;
     }
 
-    /// <summary>The split ring's form of <see cref="Take"/>: one-descriptor readable chains, used elements written in place.</summary>
-    private int TakeSplit<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    /// <summary>The split ring's form of <see cref="Virtqueue.Take"/>: one-descriptor readable chains, used elements written in place.</summary>
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         int pending = (ushort)(availIdx - _lastAvail);
@@ -227,7 +272,7 @@ public sealed partial class Virtqueue
         ushort old = _usedIdx, u = _usedIdx;
         int n = 0;
         bool evict = EvictingTakenLines;
-        nuint skip = (nuint)TakenLineEvictionSkip;
+        nuint skip = (nuint)_policy.TakenLineEvictionSkip;
         Span<NativeWindow> ahead = stackalloc NativeWindow[TakeAhead];
         Span<ushort> aheadHead = stackalloc ushort[TakeAhead];
         while (n < count)
@@ -240,7 +285,7 @@ public sealed partial class Virtqueue
                 ushort head = _avail.Ref<ushort>((nuint)(4 + 2 * ((_lastAvail + k) & mask)));
                 if (head >= Size) break;
                 var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
-                if ((d.Word12 & (DescNext | DescIndirect)) != 0 || ((d.Word12 & DescWrite) != 0 && !DeviceReadsOnly)) break;
+                if ((d.Word12 & (DescNext | DescIndirect)) != 0 || ((d.Word12 & DescWrite) != 0 && !_policy.DeviceReadsOnly)) break;
                 if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
                 aheadHead[k] = head;
                 k++;
@@ -265,7 +310,7 @@ public sealed partial class Virtqueue
 
     private void WriteAvailEvent() => Volatile.Write(ref _used.Ref<ushort>((nuint)(4 + 8 * Size)), _lastAvail);
 
-    private void SetSplitNotifications(bool enabled)
+    protected override void SetNotificationsCore(bool enabled)
     {
         if (EventIdx)
         {

@@ -6,12 +6,65 @@ using Vhost.Interop;
 namespace Vhost.Rings;
 
 /// <summary>
-/// Packed ring: one descriptor ring shared by driver and device. A slot is available when its AVAIL bit
-/// equals the driver's wrap counter and its USED bit does not; the device marks it used by making both
+/// The packed ring engine: one descriptor ring shared by driver and device. A slot is available when its AVAIL
+/// bit equals the driver's wrap counter and its USED bit does not; the device marks it used by making both
 /// bits equal its own wrap counter.
 /// </summary>
-public sealed partial class Virtqueue
+internal sealed partial class PackedRing : RingEngine
 {
+    private bool _availWrap = true;
+    private bool _usedWrap = true;
+
+    public PackedRing(Virtqueue queue) : base(queue)
+    {
+    }
+
+    /// <summary>Bits 0-14 index, bit 15 wrap counter; the front-end may put the used index and wrap in the upper half (as DPDK does).</summary>
+    internal override void SetBase(uint value)
+    {
+        _lastAvail = (ushort)(value & 0x7fff);
+        _availWrap = ((value >> 15) & 1) != 0;
+        uint high = value >> 16;
+        _usedIdx = high != 0 ? (ushort)(high & 0x7fff) : _lastAvail;
+        _usedWrap = high != 0 ? ((high >> 15) & 1) != 0 : _availWrap;
+        _signalledUsed = _usedIdx;
+        _signalledValid = false;
+        _heldCount = 0;
+    }
+
+    internal override uint GetBase() => (uint)(_lastAvail | (_availWrap ? 0x8000 : 0));
+
+    internal override string? CheckBase(int size) =>
+        _lastAvail >= size || _usedIdx >= size ? $"packed ring base {Math.Max(_lastAvail, _usedIdx)} beyond ring size {size}" : null;
+
+    internal override int AvailableCount => Started && PackedHeadAvailable() ? 1 : 0;
+
+    protected override bool RingDry => !PackedHeadAvailable();
+
+    internal override void Rewind(ReadOnlySpan<DescriptorChain> chains)
+    {
+        for (int i = chains.Length - 1; i >= 0; i--)
+        {
+            int prev = _lastAvail - chains[i].SlotCount;
+            if (prev < 0)
+            {
+                prev += Size;
+                _availWrap = !_availWrap;
+            }
+            _lastAvail = (ushort)prev;
+            if (_inflightOn) UnmarkInflightPacked(chains[i].Id);
+        }
+    }
+
+    // the batch Take holds: its first slot and that slot's used flags, the last id, how many buffers
+    private ushort _heldFirst, _heldFlags, _heldLastId;
+    private int _heldCount;
+
+    internal override void ReturnHeldTaken()
+    {
+        if (_heldCount > 0 && Started) ReturnHeld();
+    }
+
     private const ushort PackedAvail = 1 << 7;
     private const ushort PackedUsed = 1 << 15;
     private const ushort EventEnable = 0;
@@ -27,7 +80,7 @@ public sealed partial class Virtqueue
     private static bool IsAvailable(ushort flags, bool wrap) =>
         ((flags & PackedAvail) != 0) == wrap && ((flags & PackedUsed) != 0) != wrap;
 
-    private int PopPacked(Span<DescriptorChain> chains, Span<BufferSegment> segments)
+    protected override int PopCore(Span<DescriptorChain> chains, Span<BufferSegment> segments)
     {
         int n = 0, used = 0;
         if (_resubmitAt < _resubmitCount) PopResubmitted(chains, segments, ref n, ref used);
@@ -52,7 +105,7 @@ public sealed partial class Virtqueue
             var chain = new DescriptorChain();
             string? reason = null;
             var r = WalkPacked(segments[used..], ref chain, ref reason, out int slots, out ushort id);
-            if (Faulted) return n;
+            if (Q.Faulted) return n;
             if (r == Walk.NoRoom)
             {
                 if (used > 0) break;
@@ -153,7 +206,7 @@ public sealed partial class Virtqueue
         return Walk.Ok;
     }
 
-    private void FlushPacked()
+    protected override void FlushCore()
     {
         // used descriptors go out in ring order: held ones first
         if (_heldCount > 0) ReturnHeld();
@@ -162,7 +215,7 @@ public sealed partial class Virtqueue
         ushort firstFlags = 0;
         int u = _usedIdx;
         bool wrap = _usedWrap;
-        int singles = BatchInOrderUsed && InOrder && !_stagedOutOfOrder ? BatchableInOrder() : 0;
+        int singles = _policy.BatchInOrderUsed && InOrder && !_stagedOutOfOrder ? BatchableInOrder() : 0;
         if (singles < 2) singles = 0;
         if (singles > 0)
         {
@@ -222,17 +275,19 @@ public sealed partial class Virtqueue
             ushort offWrap = Volatile.Read(ref _avail.Ref<ushort>(0));
             int off = offWrap & 0x7fff;
             int newIdx = _usedIdx;
-            int oldIdx = old;
+            int oldIdx = _signalledUsed;
             if (newIdx <= oldIdx) oldIdx -= Size;
             if (((offWrap >> 15) != 0) != _usedWrap) off -= Size;
-            interrupt = (ushort)(newIdx - off - 1) < (ushort)(newIdx - oldIdx);
+            // as in the split ring: from the last check, and always once after a (re)start
+            interrupt = !_signalledValid || (ushort)(newIdx - off - 1) < (ushort)(newIdx - oldIdx);
         }
+        _signalledValid = true;
         _signalledUsed = _usedIdx;
         if (interrupt) Interrupt();
     }
 
-    /// <summary>The packed ring's form of <see cref="Fill"/>.</summary>
-    private int FillPacked<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    /// <summary>The packed ring's form of <see cref="Virtqueue.Fill"/>.</summary>
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
     {
         if (_heldCount > 0) ReturnHeld();
         // the ring as a span made once and the indexes in locals, as in FillSplit: per frame the loop stores
@@ -306,11 +361,11 @@ public sealed partial class Virtqueue
 
     private static ushort UsedWritableFlags(bool wrap) => (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
 
-    /// <summary>The packed ring's form of <see cref="Take"/>; with VIRTIO_F_IN_ORDER and <see cref="BatchInOrderUsed"/> one used descriptor returns them all.</summary>
-    private int TakePacked<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    /// <summary>The packed ring's form of <see cref="Virtqueue.Take"/>; with VIRTIO_F_IN_ORDER and <see cref="QueuePolicy.BatchInOrderUsed"/> one used descriptor returns them all.</summary>
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
     {
-        bool oneUsed = BatchInOrderUsed && InOrder;
-        bool hold = oneUsed && HoldTakenReturns;
+        bool oneUsed = _policy.BatchInOrderUsed && InOrder;
+        bool hold = oneUsed && _policy.HoldTakenReturns;
         // held buffers go back before anything after them, should holding have been switched off
         if (_heldCount > 0 && !hold) ReturnHeld();
         ushort old = _usedIdx;
@@ -321,7 +376,7 @@ public sealed partial class Virtqueue
         ushort lastId = 0;
         int n = 0;
         bool evict = EvictingTakenLines;
-        nuint skip = (nuint)TakenLineEvictionSkip;
+        nuint skip = (nuint)_policy.TakenLineEvictionSkip;
         Span<NativeWindow> ahead = stackalloc NativeWindow[TakeAhead];
         Span<ushort> aheadId = stackalloc ushort[TakeAhead];
         while (n < count)
@@ -339,7 +394,7 @@ public sealed partial class Virtqueue
                 ushort flags = Volatile.Read(ref _desc.Ref<ushort>((nuint)(slot * 16 + 14)));
                 if (!IsAvailable(flags, availWrap) || (flags & (DescNext | DescIndirect)) != 0) break;
                 // a buffer the device only reads: a WRITE flag is ignored on such queues, refused elsewhere
-                if ((flags & DescWrite) != 0 && !DeviceReadsOnly) break;
+                if ((flags & DescWrite) != 0 && !_policy.DeviceReadsOnly) break;
                 var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
                 if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
                 aheadId[k] = d.Word12;
@@ -404,7 +459,7 @@ public sealed partial class Virtqueue
         return n;
     }
 
-    /// <summary>Publishes the buffers Take holds (see <see cref="HoldTakenReturns"/>) with one used descriptor.</summary>
+    /// <summary>Publishes the buffers Take holds (see <see cref="QueuePolicy.HoldTakenReturns"/>) with one used descriptor.</summary>
     private void ReturnHeld()
     {
         ref var used = ref _desc.Ref<RawDescriptor>((nuint)_heldFirst * 16);
@@ -415,13 +470,6 @@ public sealed partial class Virtqueue
         InterruptIfAskedPacked(_heldFirst);
     }
 
-    /// <summary>
-    /// Whether a flush may return a batch of zero-length, in-order chains with one used descriptor. The
-    /// device library sets it for queues whose chains it always completes in the order it popped them
-    /// (Vhost.Net's transmit queues); it takes effect only when VIRTIO_F_IN_ORDER was negotiated.
-    /// </summary>
-    public bool BatchInOrderUsed { get; set; }
-
     /// <summary>How many staged elements from the start have length 0 (the batch a single descriptor returns).</summary>
     private int BatchableInOrder()
     {
@@ -430,7 +478,7 @@ public sealed partial class Virtqueue
         return i;
     }
 
-    private void SetPackedNotifications(bool enabled)
+    protected override void SetNotificationsCore(bool enabled)
     {
         if (enabled && EventIdx)
         {

@@ -1,0 +1,323 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Globalization;
+using Vhost.Protocol;
+using Vhost.Testing.FrontEnd;
+using Vhost.Testing.Rings;
+
+// Scale and leak figures for a `vhost` back-end process, driven by the C# test front-end:
+//   scale net|blk COUNT TOOL [TOOL ARGS...]   starts TOOL on COUNT sockets, connects a device to each, moves traffic on
+//                                             every one, and prints the process's threads, RSS, fds and mappings
+//   cycles net|blk COUNT TOOL [TOOL ARGS...]  COUNT connect/set-up/traffic/disconnect cycles on one socket, figures before and after
+//   neighbours net|blk TOOL [TOOL ARGS...]    a stalling, a flooding and a dying front-end beside a good device: its latency
+// TOOL is the vhost command (e.g. artifacts/vhost/vhost); "{sockets}" in its arguments becomes --socket PATH for each socket.
+
+internal static class Scale
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(20);
+
+    public static int Main(string[] args)
+    {
+        if (args.Length < 3) return Usage();
+        string what = args[0], kind = args[1];
+        if (kind is not ("net" or "blk")) return Usage();
+        switch (what)
+        {
+            case "scale": return RunScale(kind, int.Parse(args[2], CultureInfo.InvariantCulture), args[3], args[4..]);
+            case "cycles": return RunCycles(kind, int.Parse(args[2], CultureInfo.InvariantCulture), args[3], args[4..]);
+            case "neighbours": return RunNeighbours(kind, args[2], args[3..]);
+            default: return Usage();
+        }
+    }
+
+    private static int Usage()
+    {
+        Console.Error.WriteLine("usage: scale|cycles net|blk COUNT TOOL [ARGS...] | neighbours net|blk TOOL [ARGS...]");
+        return 2;
+    }
+
+    private sealed record Figures(int Threads, long RssKiB, int Fds, int Maps)
+    {
+        public int PoolThreads { get; init; }
+
+        public static Figures Of(Process p)
+        {
+            int threads = 0;
+            long rss = 0;
+            foreach (var line in File.ReadLines($"/proc/{p.Id}/status"))
+            {
+                if (line.StartsWith("Threads:", StringComparison.Ordinal)) threads = int.Parse(line[8..].Trim(), CultureInfo.InvariantCulture);
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+            }
+            // the .NET thread pool's workers come and go with its timers: counted apart from the threads the back-end made
+            int pool = Directory.GetDirectories($"/proc/{p.Id}/task").Count(t =>
+            {
+                try { return File.ReadAllText(Path.Combine(t, "comm")).StartsWith(".NET TP Worker", StringComparison.Ordinal); }
+                catch (IOException) { return false; }
+            });
+            return new Figures(threads - pool, rss, Directory.GetFiles($"/proc/{p.Id}/fd").Length, File.ReadLines($"/proc/{p.Id}/maps").Count()) { PoolThreads = pool };
+        }
+
+        public override string ToString() => $"threads={Threads}(+{PoolThreads} pool) rss_mib={RssKiB / 1024.0:F1} fds={Fds} maps={Maps}";
+    }
+
+    private static (Process Process, string[] Paths) Start(string kind, int count, string tool, string[] toolArgs)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"vhost-scale-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        var paths = Enumerable.Range(0, count).Select(i => Path.Combine(dir, $"{kind}{i}.sock")).ToArray();
+        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(kind);
+        foreach (var a in toolArgs)
+        {
+            if (a == "{sockets}")
+            {
+                foreach (var p in paths)
+                {
+                    psi.ArgumentList.Add("--socket");
+                    psi.ArgumentList.Add(p);
+                }
+            }
+            else
+            {
+                psi.ArgumentList.Add(a);
+            }
+        }
+        var proc = Process.Start(psi)!;
+        proc.OutputDataReceived += (_, _) => { };
+        proc.ErrorDataReceived += (_, e) => { if (e.Data != null) Console.Error.WriteLine($"[{kind}] {e.Data}"); };
+        proc.BeginOutputReadLine();
+        proc.BeginErrorReadLine();
+        var sw = Stopwatch.StartNew();
+        while (!paths.All(File.Exists))
+        {
+            if (sw.Elapsed > T || proc.HasExited) throw new TimeoutException("the back-end did not listen on every socket");
+            Thread.Sleep(20);
+        }
+        return (proc, paths);
+    }
+
+    /// <summary>One front-end device and its traffic: net frames on the transmit queue, or blk writes and reads.</summary>
+    private sealed class Guest : IDisposable
+    {
+        private readonly string _kind;
+        public readonly TestFrontEnd Fe;
+        public readonly DeviceSetup Setup;
+        private readonly DriverRing _ring;
+        private readonly ulong[] _buffers;
+        private readonly ulong _status;
+        private readonly Queue<(ushort Id, int Buffer)> _pending = new();
+        private readonly Stack<int> _free = new();
+        public long Completed;
+
+        public Guest(string kind, string path)
+        {
+            _kind = kind;
+            Fe = TestFrontEnd.Connect(path, T);
+            Fe.DefaultTimeout = T;
+            Setup = DeviceSetup.Run(Fe, new DeviceSetupOptions
+            {
+                QueueCount = kind == "net" ? 2 : 1,
+                QueueSize = 64,
+                MemorySize = 2 << 20,
+                ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures,
+            });
+            _ring = DriverRing.Create(Setup[kind == "net" ? 1 : 0], Setup.Memory);
+            _buffers = new ulong[16];
+            for (int i = 0; i < _buffers.Length; i++)
+            {
+                _buffers[i] = Setup.Memory.Allocate(kind == "net" ? 12u + 64 : 16u + 4096, 64);
+                _free.Push(i);
+                if (kind == "net")
+                {
+                    var b = Setup.Memory.Span(_buffers[i], 12 + 64);
+                    b.Clear();
+                    b.Slice(12, 6).Fill(0xff); // broadcast
+                    b[12 + 6] = 0x02;
+                    b[12 + 12] = 0x08;
+                }
+            }
+            _status = Setup.Memory.Allocate(16 * 16, 64);
+        }
+
+        /// <summary>Posts what fits, collects what completed; returns how many completed.</summary>
+        public int Pump()
+        {
+            int done = 0;
+            while (_pending.Count > 0 && _ring.TryGetUsed(out var u))
+            {
+                var (id, buf) = _pending.Dequeue();
+                if (u.Id != id) throw new InvalidDataException($"used id {u.Id}, expected {id}");
+                _free.Push(buf);
+                done++;
+            }
+            bool added = false;
+            while (_free.Count > 0)
+            {
+                int i = _free.Pop();
+                ushort id = _kind == "net"
+                    ? _ring.Add(new DriverBuffer(_buffers[i], 12 + 64, false))
+                    : AddBlk(i);
+                _pending.Enqueue((id, i));
+                added = true;
+            }
+            if (added) Setup[_kind == "net" ? 1 : 0].Kick();
+            Completed += done;
+            return done;
+        }
+
+        private ushort AddBlk(int i)
+        {
+            var h = Setup.Memory.Span(_buffers[i], 16);
+            BinaryPrimitives.WriteUInt32LittleEndian(h, (uint)(i % 2 == 0 ? 1 : 0)); // writes and reads
+            BinaryPrimitives.WriteUInt64LittleEndian(h[8..], (ulong)i * 8);
+            return _ring.Add(new DriverBuffer(_buffers[i], 16, false), new DriverBuffer(_buffers[i] + 16, 4096, i % 2 != 0),
+                new DriverBuffer(_status + (ulong)(16 * i), 1, true));
+        }
+
+        public void Dispose()
+        {
+            Setup.Dispose();
+            Fe.Dispose();
+        }
+    }
+
+    private static void Settle() => Thread.Sleep(1000); // the back-end's threads and heap settle before a reading
+
+    private static int RunScale(string kind, int count, string tool, string[] toolArgs)
+    {
+        var (proc, paths) = Start(kind, count, tool, toolArgs);
+        try
+        {
+            Settle();
+            var listening = Figures.Of(proc);
+            Console.WriteLine($"{kind} {count} sockets, nothing connected: {listening}");
+            var guests = new List<Guest>();
+            foreach (var p in paths) guests.Add(new Guest(kind, p));
+            Settle();
+            var idle = Figures.Of(proc);
+            Console.WriteLine($"{kind} {count} devices connected, idle: {idle} (per device: {(idle.RssKiB - listening.RssKiB) / 1024.0 / count:F2} MiB)");
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                foreach (var g in guests) g.Pump();
+            }
+            var busy = Figures.Of(proc);
+            long min = guests.Min(g => g.Completed), total = guests.Sum(g => g.Completed);
+            int moving = guests.Count(g => g.Completed > 0);
+            Console.WriteLine($"{kind} {count} devices with traffic for 5 s: {busy}; {moving} of {count} moved traffic, " +
+                $"{total} {(kind == "net" ? "frames" : "requests")} in all, the least busy device {min}");
+            foreach (var g in guests) g.Dispose();
+            return moving == count ? 0 : 1;
+        }
+        finally
+        {
+            Stop(proc);
+        }
+    }
+
+    private static int RunCycles(string kind, int count, string tool, string[] toolArgs)
+    {
+        var (proc, paths) = Start(kind, 1, tool, toolArgs);
+        try
+        {
+            Figures? start = null;
+            int warm = Math.Min(20, count / 10);
+            for (int i = 0; i < count + warm; i++)
+            {
+                if (i == warm)
+                {
+                    Settle();
+                    start = Figures.Of(proc);
+                    Console.WriteLine($"{kind} after {warm} warm-up cycles: {start}");
+                }
+                using var g = new Guest(kind, paths[0]);
+                var sw = Stopwatch.StartNew();
+                while (g.Completed < 8)
+                {
+                    g.Pump();
+                    if (sw.Elapsed > T) throw new TimeoutException($"cycle {i}: the device moved no traffic");
+                }
+            }
+            Settle();
+            var end = Figures.Of(proc);
+            Console.WriteLine($"{kind} after {count} more cycles: {end}");
+            // the runtime's heap and pool threads (a stack and its guard each) add or drop a few mappings; a leak would add one or more per cycle
+            bool ok = end.Fds == start!.Fds && Math.Abs(end.Maps - start.Maps) <= 16 && end.Threads == start.Threads && end.RssKiB - start.RssKiB < 10 * 1024;
+            Console.WriteLine($"{kind} cycles: fds {end.Fds - start.Fds:+0;-0;0}, maps {end.Maps - start.Maps:+0;-0;0}, threads {end.Threads - start.Threads:+0;-0;0}, " +
+                $"rss {(end.RssKiB - start.RssKiB) / 1024.0:+0.0;-0.0;0} MiB: {(ok ? "no leak" : "LEAK")}");
+            return ok ? 0 : 1;
+        }
+        finally
+        {
+            Stop(proc);
+        }
+    }
+
+    private static int RunNeighbours(string kind, string tool, string[] toolArgs)
+    {
+        var (proc, paths) = Start(kind, 4, tool, toolArgs);
+        try
+        {
+            using var good = new Guest(kind, paths[0]);
+            double Latency(string phase)
+            {
+                var samples = new List<double>();
+                var sw = Stopwatch.StartNew();
+                while (sw.Elapsed < TimeSpan.FromSeconds(3))
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    long before = good.Completed;
+                    while (good.Completed == before) good.Pump();
+                    samples.Add(Stopwatch.GetElapsedTime(t).TotalMicroseconds);
+                }
+                samples.Sort();
+                double p99 = samples[(int)(samples.Count * 0.99)];
+                Console.WriteLine($"{kind} good device, {phase}: {samples.Count} rounds, p50 {samples[samples.Count / 2]:F0} us, p99 {p99:F0} us");
+                return p99;
+            }
+            double alone = Latency("alone");
+            // a stall: half a message header, then nothing
+            using var stall = TestFrontEnd.Connect(paths[1], T);
+            stall.SendRaw([1, 0, 0, 0, 1, 0]);
+            // a flood: GET_FEATURES as fast as the socket takes them, replies never read
+            using var flood = TestFrontEnd.Connect(paths[2], T);
+            using var stopFlood = new CancellationTokenSource();
+            var flooder = new Thread(() =>
+            {
+                var msg = VhostUserMessage.Encode(VhostUserRequest.GetFeatures, default, false);
+                try
+                {
+                    while (!stopFlood.IsCancellationRequested) flood.SendRaw(msg);
+                }
+                catch (IOException)
+                {
+                }
+            }) { IsBackground = true };
+            flooder.Start();
+            // a death: a device set up with traffic in flight, then its front-end gone
+            var dying = new Guest(kind, paths[3]);
+            dying.Pump();
+            dying.Fe.Dispose();
+            double beside = Latency("beside a stalled, a flooding and a dead front-end");
+            stopFlood.Cancel();
+            flood.Shutdown();
+            Console.WriteLine($"{kind} neighbours: p99 {alone:F0} us alone, {beside:F0} us beside them");
+            return 0;
+        }
+        finally
+        {
+            Stop(proc);
+        }
+    }
+
+    private static void Stop(Process proc)
+    {
+        if (!proc.HasExited)
+        {
+            Process.Start("kill", ["-INT", proc.Id.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
+            if (!proc.WaitForExit(10000)) proc.Kill();
+        }
+        proc.Dispose();
+    }
+}
