@@ -96,6 +96,6 @@ internal sealed class FuzzDevice : IDisposable
     public void Dispose()
     {
         _reply.Clear();
-        Device.Close();
+        Device.Release(); // no reactor here: nothing in flight to wait for
     }
 }
