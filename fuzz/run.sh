@@ -43,8 +43,8 @@ nice -n 10 afl-fuzz -i "$corpus" -o "$findings" -V "$seconds" -t 10000 -m none -
 
 q=$findings/default/queue
 if [ -d "$q" ]; then
-  # keep new-path inputs under 4 KiB, at most 64 of them, so the checked-in corpus stays small
-  find "$q" -maxdepth 1 -type f -size -4k -name 'id:*' | head -64 | while read -r f; do
+  # keep new-path inputs under 4 KiB, at most 64 of them (not the seeds again), so the checked-in corpus stays small
+  find "$q" -maxdepth 1 -type f -size -4k -name 'id:*' ! -name '*orig*' | head -64 | while read -r f; do
     cp "$f" "$corpus/$(basename "$f" | tr ':,' '__' | cut -c1-40)"
   done
 fi
