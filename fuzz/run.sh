@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs one SharpFuzz/AFL++ target for a time: fuzz/run.sh messages|memtable|chains SECONDS
+# Runs one SharpFuzz/AFL++ target for a time: fuzz/run.sh TARGET SECONDS
+# (TARGET: messages memtable chains blk nettx inflight)
 # Installs AFL++ (Debian afl++) and the sharpfuzz instrumentation tool when missing, builds
-# Vhost.Fuzz, instruments Vhost.Core.dll (the core library's assembly), fuzzes, then keeps the inputs that found new paths (small ones)
-# in fuzz/corpus/TARGET and prints executions, crashes and hangs.
+# Vhost.Fuzz, instruments the libraries (Vhost.Core.dll, Vhost.Blk.dll, Vhost.Net.dll), fuzzes, then keeps the inputs
+# that found new paths (small ones) in fuzz/corpus/TARGET and prints executions, crashes and hangs.
 set -euo pipefail
-target=${1:?target: messages|memtable|chains}
+targets="messages memtable chains blk nettx inflight"
+target=${1:?target: one of $targets}
+case " $targets " in *" $target "*) ;; *) echo "unknown target $target (one of $targets)" >&2; exit 2;; esac
 seconds=${2:?seconds}
 here=$(cd "$(dirname "$0")" && pwd)
 out=$here/out
@@ -18,16 +21,16 @@ if ! command -v sharpfuzz >/dev/null; then
 fi
 
 bin=$out/bin
-if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../src/Vhost" -name '*.cs' -newer "$bin/.instrumented")" ]; then
+if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../src/Vhost" "$here/../src/Vhost.Blk" "$here/../src/Vhost.Net" -name '*.cs' -newer "$bin/.instrumented")" ]; then
   rm -rf "$bin"
   dotnet publish "$here/Vhost.Fuzz/Vhost.Fuzz.csproj" -c Release -o "$bin" -v q --nologo
   # seeds come from the plain build: instrumented code needs the fuzzer's shared memory to run at all
-  for t in messages memtable chains; do
+  for t in $targets; do
     mkdir -p "$here/corpus/$t"
     if [ -z "$(ls -A "$here/corpus/$t")" ]; then dotnet "$bin/Vhost.Fuzz.dll" seed "$t" "$here/corpus/$t"; fi
   done
-  # only the library is instrumented: coverage of the fuzz harness itself would be noise
-  sharpfuzz "$bin/Vhost.Core.dll"
+  # only the libraries are instrumented: coverage of the fuzz harness itself would be noise
+  for dll in Vhost.Core Vhost.Blk Vhost.Net; do sharpfuzz "$bin/$dll.dll"; done
   touch "$bin/.instrumented"
 fi
 
@@ -40,8 +43,8 @@ nice -n 10 afl-fuzz -i "$corpus" -o "$findings" -V "$seconds" -t 10000 -m none -
 
 q=$findings/default/queue
 if [ -d "$q" ]; then
-  # keep new-path inputs under 4 KiB, at most 64 of them, so the checked-in corpus stays small
-  find "$q" -maxdepth 1 -type f -size -4k -name 'id:*' | head -64 | while read -r f; do
+  # keep new-path inputs under 4 KiB, at most 64 of them (not the seeds again), so the checked-in corpus stays small
+  find "$q" -maxdepth 1 -type f -size -4k -name 'id:*' ! -name '*orig*' | head -64 | while read -r f; do
     cp "$f" "$corpus/$(basename "$f" | tr ':,' '__' | cut -c1-40)"
   done
 fi

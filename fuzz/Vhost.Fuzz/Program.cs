@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using Microsoft.Extensions.Logging.Abstractions;
 using SharpFuzz;
 using Vhost.Device;
 using Vhost.Interop;
@@ -13,29 +12,44 @@ namespace Vhost.Fuzz;
 /// SharpFuzz entry point. Every target turns the input into what a hostile front-end could send and
 /// lets any exception escape: in the library an exception out of a handler closes a connection, out of
 /// the data path it reaches the application, so both count as findings.
-/// Usage: Vhost.Fuzz TARGET [FILE]   (with FILE: run that input once, for reproducing a crash)
+/// Usage: Vhost.Fuzz [-v] TARGET [FILE]   (with FILE: run that input once, for reproducing a crash; -v prints the library's log)
 /// </summary>
 public static class Program
 {
+    /// <summary>Every target by name: what run.sh, the seeds and the smoke test run.</summary>
+    internal static readonly IReadOnlyDictionary<string, Action<ReadOnlySpan<byte>>> Targets = new Dictionary<string, Action<ReadOnlySpan<byte>>>
+    {
+        ["messages"] = MessageTarget.Run,
+        ["memtable"] = MemTableTarget.Run,
+        ["chains"] = ChainTarget.Run,
+        ["blk"] = BlkTarget.Run,
+        ["nettx"] = NetTxTarget.Run,
+        ["inflight"] = InflightTarget.Run,
+    };
+
     public static int Main(string[] args)
     {
         if (args.Length == 0)
         {
-            Console.Error.WriteLine("usage: Vhost.Fuzz messages|memtable|chains [input-file]");
+            Console.Error.WriteLine($"usage: Vhost.Fuzz {string.Join('|', Targets.Keys)} [input-file] | seed TARGET DIR");
             return 2;
         }
+        if (args[0] == "-v")
+        {
+            Log.Logger = new Log.Stderr();
+            args = args[1..];
+        }
+        if (args.Length == 0) return 2;
         if (args[0] == "seed" && args.Length == 3)
         {
             Seeds.Write(args[1], args[2]);
             return 0;
         }
-        Action<ReadOnlySpan<byte>> target = args[0] switch
+        if (!Targets.TryGetValue(args[0], out var target))
         {
-            "messages" => MessageTarget.Run,
-            "memtable" => MemTableTarget.Run,
-            "chains" => ChainTarget.Run,
-            _ => throw new ArgumentException($"unknown target {args[0]}"),
-        };
+            Console.Error.WriteLine($"unknown target {args[0]}");
+            return 2;
+        }
         if (args.Length > 1)
         {
             target(File.ReadAllBytes(args[1]));
@@ -87,7 +101,7 @@ internal static class MessageTarget
     public static void Run(ReadOnlySpan<byte> data)
     {
         var options = new VhostSocketOptions { Path = "/fuzz", MaxQueues = 2, MaxMemorySlots = 8 };
-        var device = new VhostDevice(options, NullLogger.Instance, null);
+        var device = new VhostDevice(options, Log.Logger, null);
         var reply = new ReplyBuffer();
         var fds = new List<SafeFd?>();
         var r = new Program.Reader(data);
@@ -130,21 +144,9 @@ internal static class MessageTarget
     /// <summary>Runs the data path of every started queue once, as an application would after a kick.</summary>
     internal static void TouchQueues(VhostDevice device)
     {
-        Span<DescriptorChain> chains = stackalloc DescriptorChain[8];
         var segments = new BufferSegment[64];
-        foreach (var q in device.Queues)
-        {
-            using (q.AccessLock.EnterScope())
-            {
-                int n = q.Pop(chains, segments);
-                for (int i = 0; i < n; i++)
-                {
-                    ChainTarget.Touch(chains[i], segments);
-                    q.PushUsed(chains[i], chains[i].WritableBytes);
-                }
-                q.FlushUsed();
-            }
-        }
+        var touch = new TouchServer();
+        foreach (var q in device.Queues) RingAccess.Drain(q, 8, segments, 1, locked: true, ref touch);
     }
 }
 
@@ -158,7 +160,7 @@ internal static class MemTableTarget
     public static void Run(ReadOnlySpan<byte> data)
     {
         var options = new VhostSocketOptions { Path = "/fuzz", MaxQueues = 1, MaxMemorySlots = 8 };
-        var device = new VhostDevice(options, NullLogger.Instance, null);
+        var device = new VhostDevice(options, Log.Logger, null);
         var reply = new ReplyBuffer();
         var fds = new List<SafeFd?>();
         var r = new Program.Reader(data);
@@ -247,67 +249,15 @@ internal static class MemTableTarget
 /// </summary>
 internal static class ChainTarget
 {
-    private const ulong Base = 0x10000;
-    private const int MemSize = 64 * 1024;
-    private static GuestMemory? _memory;
-    private static NativeWindow _all;
-
     public static void Run(ReadOnlySpan<byte> data)
     {
-        if (_memory == null)
-        {
-            var fd = FileDescriptors.CreateMemFd("fuzz-guest", MemSize);
-            var region = GuestMemoryRegion.TryMap(new MemoryRegionInfo(Base, MemSize, Base, 0), fd, out var error)
-                ?? throw new InvalidOperationException(error);
-            _memory = GuestMemory.TryCreate([region], out _)!;
-            _all = region.Window;
-        }
-        _all.AsSpan().Clear();
         var r = new Program.Reader(data);
-        byte cfg = r.U8();
-        bool packed = (cfg & 1) != 0;
-        int size = 1 << (1 + (cfg >> 1 & 7)); // 2 .. 256
-        ulong features = (packed ? VirtioFeature.Bit(VirtioFeature.RingPacked) : 0)
-            | ((cfg & 0x10) != 0 ? VirtioFeature.Bit(VirtioFeature.RingIndirectDesc) : 0)
-            | ((cfg & 0x20) != 0 ? VirtioFeature.Bit(VirtioFeature.RingEventIdx) : 0);
-        ulong desc = Base, avail = Base + 0x1000 * 4 + 0x1000, used = avail + 0x1000;
-        var q = new Virtqueue(0, NullLogger.Instance);
-        q.SetFeatures(features);
-        if (q.SetSize((uint)size) != null) return;
-        q.SetAddress(new VringAddress(0, 0, desc, used, avail, 0));
-        uint baseIdx = r.U16();
-        if (q.SetBase(packed ? baseIdx & 0xffff : baseIdx) != null) return;
-        // ring contents straight from the input
-        var d = _all.Span(0, 16 * size);
-        r.Take(16 * size).CopyTo(d);
-        if (!packed)
-        {
-            var a = _all.Span((nuint)(avail - Base), 6 + 2 * size);
-            r.Take(a.Length).CopyTo(a);
-        }
-        else
-        {
-            var ev = _all.Span((nuint)(avail - Base), 4);
-            r.Take(4).CopyTo(ev);
-        }
-        var rest = _all.Span((nuint)(used - Base + 0x1000), MemSize - (int)(used - Base + 0x1000));
-        r.Take(rest.Length).CopyTo(rest);
-        if (q.Start(_memory!) != null) return;
-        Span<DescriptorChain> chains = stackalloc DescriptorChain[4];
+        var q = FuzzRing.Build(ref r, out int size, out byte cfg);
+        if (q == null) return;
         var segments = new BufferSegment[(cfg & 0x40) != 0 ? 4 : 64];
-        for (int round = 0; round < 2 * size + 2; round++)
-        {
-            int n = q.Pop(chains, segments);
-            if (n == 0 && !q.HasAvailable) break;
-            for (int i = 0; i < n; i++)
-            {
-                Touch(chains[i], segments);
-                q.PushUsed(chains[i], chains[i].WritableBytes);
-            }
-            q.FlushUsed();
-            if (q.Faulted) break;
-        }
-        q.Stop();
+        var touch = new TouchServer();
+        RingAccess.Drain(q, 4, segments, 2 * size + 2, locked: false, ref touch);
+        RingAccess.Stop(q);
     }
 
     /// <summary>Reads and writes every segment end; checks the byte counts add up.</summary>
@@ -376,11 +326,14 @@ internal static class Seeds
                     File.WriteAllBytes(Path.Combine(dir, packed ? "packed" : "split"), [.. b]);
                 }
                 return;
+            default:
+                MoreSeeds.Write(target, dir);
+                return;
         }
         File.WriteAllBytes(Path.Combine(dir, "seed"), [.. b]);
     }
 
-    private static void Desc(Span<byte> d, ulong addr, uint len, ushort flags, ushort nextOrId, bool packed)
+    internal static void Desc(Span<byte> d, ulong addr, uint len, ushort flags, ushort nextOrId, bool packed)
     {
         BinaryPrimitives.WriteUInt64LittleEndian(d, addr);
         BinaryPrimitives.WriteUInt32LittleEndian(d[8..], len);
