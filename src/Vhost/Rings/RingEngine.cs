@@ -64,9 +64,6 @@ internal abstract partial class RingEngine
         _memory = GuestMemory.Empty;
     }
 
-    /// <summary>The configured ring size, for the SET_VRING_BASE check before a start.</summary>
-    protected int ConfiguredSize => Q.Size;
-
     protected void Fault(string reason) => Q.Fault(reason);
 
     protected void Interrupt() => Q.Interrupt();
@@ -97,9 +94,6 @@ internal abstract partial class RingEngine
 
     /// <summary>The next avail index the back-end will read (split) or slot (packed).</summary>
     internal ushort LastAvailIndex => _lastAvail;
-
-    /// <summary>The next used index (split) or slot (packed) the back-end will write.</summary>
-    internal ushort UsedIndex => _usedIdx;
 
     /// <summary>SET_VRING_BASE, already checked against what was known when it came.</summary>
     internal abstract void SetBase(uint value);
