@@ -147,6 +147,12 @@ public sealed partial class VhostDevice
                 return SendRarp(Payload.ReadU64(p));
             case VhostUserRequest.NetSetMtu:
                 return SetMtu(Payload.ReadU64(p));
+            case VhostUserRequest.SetLogBase:
+                return SetLogBase(p, fds);
+            case VhostUserRequest.SetLogFd:
+                // an eventfd for log syncs the front-end may wait on: we mark bits as we go and never need it
+                Take(fds, 0).Dispose();
+                return Outcome.Ok;
             case VhostUserRequest.GetInflightFd:
                 return GetInflightFd(p, reply);
             case VhostUserRequest.SetInflightFd:
@@ -186,10 +192,17 @@ public sealed partial class VhostDevice
             if ((changed & ~(1UL << VirtioFeature.LogAll)) != 0)
                 return Outcome.Fail($"SET_FEATURES changes 0x{changed:x} while the device runs");
             Features = features;
+            LogAllChanged(VirtioFeature.Has(features, VirtioFeature.LogAll));
             if (_ops is { } ops) Callback("FeaturesChanged", () => ops.FeaturesChanged(this, features));
             return Outcome.Ok;
         }
+        if (_resetPending)
+        {
+            // the set-up after SET_STATUS 0: the reset it asked for happens now, before the new features apply
+            ResetState("SET_STATUS 0, then a new set-up");
+        }
         bool packedChanged = FeaturesSet && ((features ^ Features) & (1UL << VirtioFeature.RingPacked)) != 0;
+        bool logChanged = ((features ^ Features) & (1UL << VirtioFeature.LogAll)) != 0;
         Features = features;
         FeaturesSet = true;
         WithAllQueuesLocked(() =>
@@ -201,7 +214,7 @@ public sealed partial class VhostDevice
                     _logger.LogWarning("queue {Queue}: {Error} after the ring format changed", q.Index, e);
             }
         });
-        // Without protocol features, rings start enabled (spec: "Ring states").
+        if (logChanged) LogAllChanged(VirtioFeature.Has(features, VirtioFeature.LogAll));
         _logger.LogDebug("device {Id}: features 0x{Features:x}", Id, features);
         return Outcome.Ok;
     }
@@ -478,10 +491,15 @@ public sealed partial class VhostDevice
         var status = (VirtioDeviceStatus)value;
         if (status == VirtioDeviceStatus.None)
         {
-            // writing 0 resets the device (virtio 1.2, 2.1): the driver sets it up again from scratch
-            ResetState("SET_STATUS 0");
+            // writing 0 resets the device (virtio 1.2, 2.1). QEMU 7.2 sends it on every stop *before* GET_VRING_BASE,
+            // so the rings keep running (work in flight completes) and keep their positions until the front-end asks
+            // for them or sets the device up again (the next SET_FEATURES finishes the reset)
+            StopRunning("SET_STATUS 0");
+            Status = status;
+            _resetPending = true;
             return Outcome.Ok;
         }
+        _resetPending = false;
         if ((status & VirtioDeviceStatus.FeaturesOk) != 0 && !FeaturesSet)
             _logger.LogWarning("device {Id}: FEATURES_OK before SET_FEATURES", Id);
         Status = status;

@@ -24,6 +24,8 @@ public sealed partial class VhostDevice : IGuestNotifier
     // replaced by SET_BACKEND_REQ_FD while application threads may send on it: read once, sends tolerate a closed one
     private volatile UnixSocket? _backendChannel;
     private volatile bool _running;
+    // SET_STATUS 0 came: not ready for the application again until a new set-up (see SetStatus)
+    private bool _resetPending;
     private volatile string? _fault;
     private Action? _requestClose;
     private readonly CancellationTokenSource _closed = new();
@@ -193,7 +195,7 @@ public sealed partial class VhostDevice : IGuestNotifier
     /// <summary>DPDK's virtio_is_ready: memory, features and the first queues usable.</summary>
     private bool IsReadyForApplication()
     {
-        if (!FeaturesSet || Memory.Count == 0) return false;
+        if (!FeaturesSet || Memory.Count == 0 || _resetPending) return false;
         if (HasProtocolFeature(ProtocolFeature.Status) && Status != VirtioDeviceStatus.None
             && (Status & VirtioDeviceStatus.DriverOk) == 0) return false;
         int need = QueuesRequired();
@@ -238,9 +240,11 @@ public sealed partial class VhostDevice : IGuestNotifier
         {
             foreach (var q in _queues) q.Reset();
         });
+        DropLog();
         Features = 0;
         FeaturesSet = false;
         Status = VirtioDeviceStatus.None;
+        _resetPending = false;
     }
 
     /// <summary>The connection is gone and no work is in flight: release every fd and mapping (see BeginClose).</summary>
@@ -256,6 +260,7 @@ public sealed partial class VhostDevice : IGuestNotifier
             Memory = GuestMemory.Empty;
         });
         DisposeInflight();
+        DropLog();
         old.Release();
         _backendChannel?.Dispose();
         _backendChannel = null;

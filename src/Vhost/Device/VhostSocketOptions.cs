@@ -9,18 +9,20 @@ public sealed class VhostSocketOptions
 {
     /// <summary>The virtio features offered when nothing else is said: the ring features every device type
     /// can use. Device libraries add their own bits; VIRTIO_F_IN_ORDER only a device type that completes in order
-    /// (net does, blk does not).</summary>
+    /// (net does, blk does not). VHOST_F_LOG_ALL (live migration): the rings' writes are logged by the library,
+    /// and a device that writes payload logs it through the lease (PushUsed with segments, LogWritten, LogWrite).</summary>
     public const ulong DefaultFeatures =
         (1UL << VirtioFeature.Version1) | (1UL << VirtioFeature.RingIndirectDesc) |
         (1UL << VirtioFeature.RingEventIdx) | (1UL << VirtioFeature.NotifyOnEmpty) |
-        (1UL << VirtioFeature.RingPacked) | (1UL << VirtioFeature.ProtocolFeatures);
+        (1UL << VirtioFeature.RingPacked) | (1UL << VirtioFeature.ProtocolFeatures) | (1UL << VirtioFeature.LogAll);
 
     /// <summary>The protocol features the core implements.</summary>
     public const ulong DefaultProtocolFeatures =
         (1UL << (int)ProtocolFeature.Mq) | (1UL << (int)ProtocolFeature.ReplyAck) |
         (1UL << (int)ProtocolFeature.BackendReq) | (1UL << (int)ProtocolFeature.BackendSendFd) |
         (1UL << (int)ProtocolFeature.ResetDevice) | (1UL << (int)ProtocolFeature.ConfigureMemSlots) |
-        (1UL << (int)ProtocolFeature.Status) | (1UL << (int)ProtocolFeature.InbandNotifications);
+        (1UL << (int)ProtocolFeature.Status) | (1UL << (int)ProtocolFeature.InbandNotifications) |
+        (1UL << (int)ProtocolFeature.LogShmfd);
 
     public required string Path { get; init; }
 

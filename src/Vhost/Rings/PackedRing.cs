@@ -256,6 +256,12 @@ internal sealed partial class PackedRing : RingEngine
         // the batch becomes visible at once: its first descriptor's flags go last (release)
         Volatile.Write(ref _desc.Ref<ushort>((nuint)(firstIdx * 16 + 14)), firstFlags);
         if (_inflightOn) InflightPackedAfterPublish();
+        if (_log != null)
+        {
+            int advanced = 0;
+            for (int i = 0; i < _staged; i++) advanced += _stagedSlots[i];
+            LogDescriptors(firstIdx, advanced);
+        }
         _usedIdx = (ushort)u;
         _usedWrap = wrap;
         InterruptIfAskedPacked(old);
@@ -295,6 +301,7 @@ internal sealed partial class PackedRing : RingEngine
         // the frame, its length and its flags, nothing else
         Span<RawDescriptor> ring = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
         var memory = _memory;
+        bool logging = _log != null;
         int size = ring.Length;
         int slot = _lastAvail, u = _usedIdx;
         bool availWrap = _availWrap, wrap = _usedWrap;
@@ -313,9 +320,11 @@ internal sealed partial class PackedRing : RingEngine
             if (!IsAvailable(flags, availWrap) || (flags & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
             int need = filler.Needed(n);
             uint len = d.Len;
-            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(d.Addr, len, out var w)) break;
+            ulong addr = d.Addr;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
             ushort id = d.Word12;
             filler.Fill(n, w.Span(0, need));
+            if (logging) LogGpa(addr, (uint)need);
             ref var used = ref ring[u];
             used.Len = (uint)need;
             // in order, the used slot is the one the buffer came in, and its id is already there
@@ -340,6 +349,7 @@ internal sealed partial class PackedRing : RingEngine
         if (n == 0) return 0;
         MarkUsed(ring, marked, u, wrap, first);
         Volatile.Write(ref ring[first].Word14, UsedWritableFlags(_usedWrap));
+        if (logging) LogDescriptors(first, n);
         ushort old = _usedIdx;
         _lastAvail = (ushort)slot;
         _availWrap = availWrap;
@@ -456,6 +466,7 @@ internal sealed partial class PackedRing : RingEngine
             return n;
         }
         Volatile.Write(ref _desc.Ref<ushort>((nuint)(first * 16 + 14)), firstFlags);
+        if (_log != null) LogDescriptors(first, n);
         InterruptIfAskedPacked(old);
         return n;
     }
@@ -467,6 +478,7 @@ internal sealed partial class PackedRing : RingEngine
         used.Len = 0;
         used.Word12 = _heldLastId;
         Volatile.Write(ref _desc.Ref<ushort>((nuint)(_heldFirst * 16 + 14)), _heldFlags);
+        if (_log != null) LogDescriptors(_heldFirst, 1);
         _heldCount = 0;
         InterruptIfAskedPacked(_heldFirst);
     }
@@ -490,5 +502,6 @@ internal sealed partial class PackedRing : RingEngine
         {
             Volatile.Write(ref _used.Ref<ushort>(2), enabled ? EventEnable : EventDisable);
         }
+        if (_log != null) LogUsedArea(0, 4);
     }
 }

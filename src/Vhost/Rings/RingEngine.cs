@@ -46,8 +46,10 @@ internal abstract partial class RingEngine
     internal QueuePolicy _policy;
 
     /// <summary>Gives the engine its ring windows and configuration (a start, or a remap of a running ring).</summary>
-    internal void Attach(NativeWindow desc, NativeWindow avail, NativeWindow used, GuestMemory memory)
+    internal void Attach(NativeWindow desc, NativeWindow avail, NativeWindow used, GuestMemory memory, ulong descGpa, ulong usedGpa)
     {
+        _descGpa = descGpa;
+        _usedGpa = usedGpa;
         Size = Q.Size;
         EventIdx = Q.EventIdx;
         IndirectAllowed = Q.IndirectAllowed;
@@ -279,7 +281,7 @@ internal abstract partial class RingEngine
         // only what the device will read: a read prefetch of a buffer the driver reads back after we write it
         // cost 40 % of enqueue's rate on the Fill path (A/B with the prefetch switched every 5 s)
         if (!writable) w.Prefetch();
-        segments[at] = new BufferSegment { Window = w, IsWritable = writable };
+        segments[at] = new BufferSegment { Window = w, GuestAddress = addr, IsWritable = writable };
         chain = new DescriptorChain
         {
             Id = id,
@@ -309,7 +311,7 @@ internal abstract partial class RingEngine
         {
             if (at >= segments.Length) return Walk.NoRoom;
             w.Prefetch();
-            segments[at] = new BufferSegment { Window = w, IsWritable = writable };
+            segments[at] = new BufferSegment { Window = w, GuestAddress = addr, IsWritable = writable };
             chain.SegmentCount = at + 1;
         }
         else
@@ -322,7 +324,12 @@ internal abstract partial class RingEngine
                 return Walk.Bad;
             }
             if (at + n > segments.Length) return Walk.NoRoom;
-            for (int i = 0; i < n; i++) segments[at + i] = new BufferSegment { Window = pieces[i], IsWritable = writable };
+            ulong gpa = addr;
+            for (int i = 0; i < n; i++)
+            {
+                segments[at + i] = new BufferSegment { Window = pieces[i], GuestAddress = gpa, IsWritable = writable };
+                gpa += pieces[i].Length;
+            }
             chain.SegmentCount = at + n;
         }
         if (writable)

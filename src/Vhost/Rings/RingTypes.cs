@@ -6,6 +6,8 @@ namespace Vhost.Rings;
 public struct BufferSegment
 {
     public NativeWindow Window;
+    /// <summary>The guest-physical address of the window's first byte (what the dirty log marks).</summary>
+    public ulong GuestAddress;
     public bool IsWritable;
 
     public readonly int Length => (int)Window.Length;

@@ -176,6 +176,7 @@ internal sealed partial class SplitRing : RingEngine
             // the tracked flush publishes the index itself, between its in-flight area updates
             u = FlushSplitTracked(u);
             _usedIdx = u;
+            if (_log != null) LogUsedElements(old, u);
             InterruptIfAskedSplit(old, u);
             return;
         }
@@ -197,6 +198,7 @@ internal sealed partial class SplitRing : RingEngine
         // release: the elements must be visible before the index that publishes them
         Volatile.Write(ref _used.Ref<ushort>(2), u);
         _usedIdx = u;
+        if (_log != null) LogUsedElements(old, u);
         InterruptIfAskedSplit(old, u);
     }
 
@@ -239,6 +241,7 @@ internal sealed partial class SplitRing : RingEngine
         ReadOnlySpan<RawDescriptor> table = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
         Span<ulong> usedRing = MemoryMarshal.Cast<byte, ulong>(_used.Span(4, 8 * Size));
         var memory = _memory;
+        bool logging = _log != null;
         int mask = Size - 1;
         ushort old = _usedIdx;
         int n = 0;
@@ -250,9 +253,11 @@ internal sealed partial class SplitRing : RingEngine
             ref readonly var d = ref table[head];
             if ((d.Word12 & (DescNext | DescIndirect | DescWrite)) != DescWrite) break;
             uint len = d.Len;
+            ulong addr = d.Addr;
             int need = filler.Needed(n);
-            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(d.Addr, len, out var w)) break;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
             filler.Fill(n, w.Span(0, need));
+            if (logging) LogGpa(addr, (uint)need);
             usedRing[(old + n) & mask] = head | ((ulong)(uint)need << 32);
         }
         if (n == 0) return 0;
@@ -308,7 +313,11 @@ internal sealed partial class SplitRing : RingEngine
         return n;
     }
 
-    private void WriteAvailEvent() => Volatile.Write(ref _used.Ref<ushort>((nuint)(4 + 8 * Size)), _lastAvail);
+    private void WriteAvailEvent()
+    {
+        Volatile.Write(ref _used.Ref<ushort>((nuint)(4 + 8 * Size)), _lastAvail);
+        if (_log != null) LogUsedArea((uint)(4 + 8 * Size), 2);
+    }
 
     protected override void SetNotificationsCore(bool enabled)
     {
@@ -320,5 +329,6 @@ internal sealed partial class SplitRing : RingEngine
         }
         ref ushort flags = ref _used.Ref<ushort>(0);
         Volatile.Write(ref flags, enabled ? (ushort)(flags & ~UsedNoNotify) : (ushort)(flags | UsedNoNotify));
+        if (_log != null) LogUsedArea(0, 2);
     }
 }

@@ -34,6 +34,8 @@ public sealed partial class Virtqueue
     private uint _base;
     private NativeWindow _inflightRegion;
     private int _inflightQueueSize;
+    // the migration's dirty log while the front-end logs, else null (set with the queue quiesced)
+    private DirtyLog? _dirtyLog;
 
     public Virtqueue(int index, ILogger logger, IGuestNotifier? notifier = null)
     {
@@ -52,6 +54,7 @@ public sealed partial class Virtqueue
         _ring._policy = old._policy;
         _ring.SetBase(_base);
         _ring.SetInflightRegion(_inflightRegion, _inflightQueueSize);
+        _ring.SetLog(_dirtyLog);
     }
 
     /// <summary>Taken by the control plane for every change and by a <see cref="VirtqueueBurst"/> for its burst.</summary>
@@ -83,7 +86,35 @@ public sealed partial class Virtqueue
         return true;
     }
 
-    internal void EndBurst() => AccessLock.Exit();
+    internal void EndBurst()
+    {
+        // the burst's writes are all made: their pages go into the log before the control plane can look
+        _ring.FlushLog();
+        AccessLock.Exit();
+    }
+
+    /// <summary>Switches the dirty log (null: not logging). Under the access lock: no burst uses the old one afterwards.</summary>
+    internal void SetDirtyLog(DirtyLog? log)
+    {
+        _dirtyLog = log;
+        _ring.SetLog(log);
+    }
+
+    /// <summary>Whether writes into guest memory are being logged for a migration.</summary>
+    public bool Logging => _ring.Logging;
+
+    /// <summary>Under a lease: marks guest-physical [gpa, gpa + length) dirty if the front-end is logging.</summary>
+    internal void LogWrite(ulong gpa, ulong length) => _ring.LogGpa(gpa, length);
+
+    /// <summary>Under a lease: the device wrote the first <paramref name="bytes"/> of the chain's writable segments.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void LogWritten(in DescriptorChain chain, ReadOnlySpan<BufferSegment> segments, uint bytes)
+    {
+        if (_ring.Logging) _ring.LogWritten(chain, segments, bytes);
+    }
+
+    /// <summary>The guest-physical address of the used ring (split) or device event area (packed), for <see cref="Device.VhostDevice.LogUsedRing"/>.</summary>
+    internal ulong UsedRingGuestAddress { get; private set; }
 
     private int _completionPending;
     private volatile bool _completionsPolled;
@@ -184,7 +215,11 @@ public sealed partial class Virtqueue
     internal void SetNotificationsEnabled(bool enabled) => _ring.SetNotificationsEnabled(enabled);
 
     /// <summary>Returns what Take holds (the ring is being disabled or stopped). Call with the access lock held.</summary>
-    internal void ReturnHeldTaken() => _ring.ReturnHeldTaken();
+    internal void ReturnHeldTaken()
+    {
+        _ring.ReturnHeldTaken();
+        _ring.FlushLog();
+    }
 
     /// <summary>Chains refused for breaking a rule (returned to the guest with length 0).</summary>
     public long BadChains => _ring.BadChains;
@@ -459,7 +494,22 @@ public sealed partial class Virtqueue
             return $"{(IsPacked ? "device event area" : "used ring")} 0x{a.UsedUserAddr:x} (+{usedLen}) is not inside guest memory";
         if (!IsPacked && (a.DescUserAddr % 16 != 0 || a.AvailUserAddr % 2 != 0 || a.UsedUserAddr % 4 != 0))
             return "ring addresses not aligned as the virtio spec requires";
-        _ring.Attach(desc, avail, used, memory);
+        // what the dirty log marks for ring writes: the front-end's used ring log address when it gives one
+        // (VHOST_VRING_F_LOG), else where the ring lies in guest-physical space
+        memory.TryUserToGuestPhys(a.DescUserAddr, out ulong descGpa);
+        ulong usedGpa;
+        if ((a.Flags & VringAddress.FlagLog) != 0)
+        {
+            if (!memory.TryTranslate(a.LogGuestAddr, usedLen, out _))
+                return $"used ring log address 0x{a.LogGuestAddr:x} (+{usedLen}) is not inside guest memory";
+            usedGpa = a.LogGuestAddr;
+        }
+        else
+        {
+            memory.TryUserToGuestPhys(a.UsedUserAddr, out usedGpa);
+        }
+        UsedRingGuestAddress = usedGpa;
+        _ring.Attach(desc, avail, used, memory, descGpa, usedGpa);
         _memory = memory;
         return null;
     }
@@ -488,6 +538,8 @@ public sealed partial class Virtqueue
     {
         ReturnHeldTaken();
         FlushUsed();
+        // GET_VRING_BASE: every page written so far is in the log before the reply
+        _ring.FlushLog();
         uint b = _ring.GetBase();
         _base = b;
         Started = false;

@@ -57,12 +57,43 @@ public readonly ref struct VirtqueueBurst
     /// <inheritdoc cref="Virtqueue.Rewind"/>
     public void Rewind(ReadOnlySpan<DescriptorChain> chains) => Queue.Rewind(chains);
 
-    /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
+    /// <summary>
+    /// Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>. Marks nothing in the
+    /// dirty log: a device that wrote into the chain uses the overload with the segments (or <see cref="LogWritten"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(in DescriptorChain chain, uint writtenBytes) => Queue.PushUsed(chain.Id, chain.SlotCount, writtenBytes);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ushort id, ushort slotCount, uint writtenBytes) => Queue.PushUsed(id, slotCount, writtenBytes);
+
+    /// <summary>
+    /// Stages a used element for a chain the device wrote <paramref name="writtenBytes"/> into, from the start of
+    /// its writable segments (<paramref name="segments"/>: the span the chain was popped into); those bytes are
+    /// marked in the dirty log when the front-end is logging for a migration.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(in DescriptorChain chain, uint writtenBytes, ReadOnlySpan<BufferSegment> segments)
+    {
+        var q = Queue;
+        q.LogWritten(chain, segments, writtenBytes);
+        q.PushUsed(chain.Id, chain.SlotCount, writtenBytes);
+    }
+
+    /// <summary>Whether the front-end is logging writes for a migration (see <see cref="LogWrite"/>).</summary>
+    public bool Logging => Queue.Logging;
+
+    /// <summary>
+    /// Marks guest-physical [<paramref name="guestAddress"/>, +<paramref name="length"/>) dirty when the front-end is
+    /// logging (rte_vhost_log_write): for bytes the device wrote into guest memory other than through
+    /// <see cref="PushUsed(in DescriptorChain, uint, ReadOnlySpan{BufferSegment})"/> or <see cref="LogWritten"/>.
+    /// Call it after the write; the bits reach the log when the burst ends.
+    /// </summary>
+    public void LogWrite(ulong guestAddress, ulong length) => Queue.LogWrite(guestAddress, length);
+
+    /// <summary>Marks the first <paramref name="bytes"/> of the chain's writable segments dirty (when logging).</summary>
+    public void LogWritten(in DescriptorChain chain, ReadOnlySpan<BufferSegment> segments, uint bytes) =>
+        Queue.LogWritten(chain, segments, bytes);
 
     /// <summary>Publishes staged used elements and interrupts the guest if it asked for that.</summary>
     public void FlushUsed() => Queue.FlushUsed();

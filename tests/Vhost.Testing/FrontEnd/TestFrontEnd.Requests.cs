@@ -164,13 +164,15 @@ public sealed partial class TestFrontEnd
     }
 
     /// <summary>
-    /// SET_LOG_BASE with a shared-memory fd. With LOG_SHMFD the back-end always answers with a u64, so
-    /// <paramref name="readReply"/> defaults to true.
+    /// SET_LOG_BASE with a shared-memory fd. With LOG_SHMFD the back-end always answers; QEMU reads the reply's
+    /// header and whatever payload it has (ours: none), so 0 stands for a reply without payload.
     /// </summary>
     public ulong? SetLogBase(in LogPayload log, SafeFd fd, bool readReply = true)
     {
         Send(VhostUserRequest.SetLogBase, VhostUserPayload.Log(log), [fd]);
-        return readReply ? ReadAck(VhostUserRequest.SetLogBase) : null;
+        if (!readReply) return null;
+        using var m = ExpectReply(VhostUserRequest.SetLogBase);
+        return m.Payload.Length >= VhostUserPayload.U64Size ? m.ReadU64() : 0;
     }
 
     public ulong? SetLogFd(SafeFd fd, bool needReply = false) =>

@@ -218,12 +218,38 @@ public sealed class LifecycleTests
         Assert.Equal(0UL, fe.SetStatus(VirtioDeviceStatus.None, needReply: true));
         be.Ops.WaitFor($"destroy {dev.Id}", T);
         Assert.False(dev.IsRunning);
-        Assert.All(dev.Queues, q => Assert.False(q.Started));
-        Assert.False(dev.FeaturesSet);
         Assert.Equal(VirtioDeviceStatus.None, fe.GetStatus());
+        // nothing made the device ready again while it waits for a new set-up
+        Assert.Equal(0UL, fe.SetVringEnable(0, true, needReply: true));
+        Assert.False(dev.IsRunning);
         setup.Dispose();
         using var again = DeviceSetup.Run(fe, options);
         Assert.Equal($"new {dev.Id}", be.Ops.WaitFor("new", T));
+    }
+
+    [Fact]
+    public void SetStatusZeroBeforeGetVringBaseKeepsTheRingPositions()
+    {
+        // QEMU 7.2 stops a device with SET_STATUS 0 and only then asks for the ring positions (GET_VRING_BASE),
+        // which the destination of a migration resumes from
+        using var be = new TestBackEnd();
+        using var fe = be.Connect();
+        using var setup = DeviceSetup.Run(fe, new DeviceSetupOptions { SendStatus = true, QueueSize = 64 });
+        be.Ops.WaitFor("new");
+        var dev = be.Ops.LastNew!;
+        var ring = DriverRing.Create(setup[0], setup.Memory);
+        for (int i = 0; i < 3; i++) ring.Add(new DriverBuffer(setup.Memory.Allocate(16), 16, true));
+        var q = dev.Queue(0);
+        var chains = new DescriptorChain[4];
+        using (q.AccessLock.EnterScope())
+        {
+            Assert.Equal(3, q.Pop(chains, new BufferSegment[8]));
+            for (int i = 0; i < 3; i++) q.PushUsed(chains[i], 0);
+            q.FlushUsed();
+        }
+        Assert.Equal(0UL, fe.SetStatus(VirtioDeviceStatus.None, needReply: true));
+        be.Ops.WaitFor($"destroy {dev.Id}", T);
+        Assert.Equal(3u, fe.GetVringBase(0));
     }
 
     [Fact]
