@@ -148,6 +148,8 @@ internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
             ref readonly var chain = ref _chains[i];
             if (_pool != null && chain.SegmentCount <= SlotSegments && Submit(burst, in chain)) continue;
             uint written = _processor.Process(_queue.Index, in chain, _segments, Stats);
+            // every writable byte may have changed (data, then the status byte at the end), whatever the outcome
+            burst.LogWritten(in chain, _segments, chain.WritableBytes);
             burst.PushUsed(in chain, written);
         }
         return n;
@@ -215,6 +217,8 @@ internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
         while (_completed.TryDequeue(out int index))
         {
             var slot = _slots[index];
+            // the I/O thread wrote the data and the status: their pages are marked now, after the writes
+            burst.LogWritten(in slot.Chain, slot.Segments, slot.Chain.WritableBytes);
             burst.Complete(ref slot.Work, slot.Written);
             _free[_freeCount++] = index;
         }

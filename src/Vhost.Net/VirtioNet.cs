@@ -400,7 +400,7 @@ public static class VirtioNet
             {
                 while (_seg == _segEnd)
                 {
-                    _q.PushUsed(_chains[_chain], _written);
+                    _q.PushUsed(_chains[_chain], _written, _segs);
                     _chain++;
                     Enter();
                 }
@@ -423,7 +423,7 @@ public static class VirtioNet
         {
             while (_chain < _end)
             {
-                _q.PushUsed(_chains[_chain], _written);
+                _q.PushUsed(_chains[_chain], _written, _segs);
                 if (++_chain < _end) Enter();
             }
         }
