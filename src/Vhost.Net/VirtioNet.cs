@@ -87,6 +87,8 @@ public static class VirtioNet
             {
                 packets[produced++] = rarp;
                 device.RarpPending = false;
+                // once per migration: not a per-packet cost
+                device.Logger.LogInformation("device {Id}: RARP sent for the migrated guest", device.Id);
             }
             int want = Math.Min(packets.Length - produced, MaxBurst);
             if (want == 0) return produced;

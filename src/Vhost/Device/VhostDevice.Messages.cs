@@ -549,6 +549,7 @@ public sealed partial class VhostDevice
         b[..6].CopyTo(mac);
         RarpMac = mac;
         RarpPending = true;
+        _logger.LogInformation("device {Id}: SEND_RARP for {Mac}: the data path announces it", Id, Convert.ToHexString(mac));
         return Outcome.Ok;
     }
 
