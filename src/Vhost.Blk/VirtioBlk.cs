@@ -125,7 +125,9 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         get
         {
             ulong f = VhostSocketOptions.DefaultFeatures;
-            foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.Geometry, BlkFeature.BlkSize,
+            // no VIRTIO_BLK_F_GEOMETRY: qemu-storage-daemon offers none, and a guest that negotiated it cannot migrate
+            // to a back-end that lacks it (QEMU's destination refuses the device's features)
+            foreach (int bit in (ReadOnlySpan<int>)[BlkFeature.SizeMax, BlkFeature.SegMax, BlkFeature.BlkSize,
                          BlkFeature.Flush, BlkFeature.Topology, BlkFeature.ConfigWce, BlkFeature.Mq, BlkFeature.Discard, BlkFeature.WriteZeroes])
                 f |= 1UL << bit;
             // no VIRTIO_F_IN_ORDER: requests finish in the order the storage finishes them
