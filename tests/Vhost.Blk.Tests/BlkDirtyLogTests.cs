@@ -96,9 +96,11 @@ public sealed class BlkDirtyLogTests
     [InlineData(true, false, true)]
     public void EveryPageARequestChangesIsMarkedInTheLog(bool packed, bool eventIdx, bool ioPool)
     {
-        const int Requests = 16, Rounds = 8;
+        // a 1024-entry ring and 640 requests: the split used ring spans three pages and its second one is written only
+        // by used elements (the first holds the flags the notification switches write too, the third avail_event)
+        const int Requests = 16, Rounds = 40;
         var gated = ioPool ? new GatedDisk(4 << 20) : null;
-        using var h = new BlkHarness(packed, storage: gated, queueSize: 64, extraProtocolFeatures: LogShmfd,
+        using var h = new BlkHarness(packed, storage: gated, queueSize: 1024, memorySize: 4 << 20, extraProtocolFeatures: LogShmfd,
             dropFeatures: eventIdx ? 0 : VirtioFeature.Bit(VirtioFeature.RingEventIdx));
         Assert.Equal(eventIdx, h.Device.HasFeature(VirtioFeature.RingEventIdx));
         var disk = gated?.Content ?? ((MemoryDisk)h.Storage).Content;
@@ -111,12 +113,16 @@ public sealed class BlkDirtyLogTests
         ulong Block(ulong bytes, string what)
         {
             ulong gpa = h.Memory.Allocate((bytes + 4095) & ~4095UL, 4096);
-            for (ulong p = gpa >> 12; p <= (gpa + bytes - 1) >> 12; p++) names[p] = what;
+            Name(gpa, bytes, what);
             return gpa;
         }
-        names[q.DescGpa >> 12] = packed ? "descriptor ring" : "descriptor table";
-        names[q.AvailGpa >> 12] = packed ? "driver event area" : "avail ring";
-        names[q.UsedGpa >> 12] = packed ? "device event area" : "used ring";
+        void Name(ulong gpa, ulong bytes, string what)
+        {
+            for (ulong p = gpa >> 12; p <= (gpa + bytes - 1) >> 12; p++) names[p] = what;
+        }
+        Name(q.DescGpa, 16UL * q.Size, packed ? "descriptor ring" : "descriptor table");
+        Name(q.AvailGpa, packed ? 4 : 6 + 2UL * q.Size, packed ? "driver event area" : "avail ring");
+        Name(q.UsedGpa, packed ? 4 : 6 + 8UL * q.Size, packed ? "device event area" : "used ring");
         ulong headers = Block(Requests * 16, "request headers");
         ulong status = Block(Requests, "status bytes");
         // 4 KiB reads into buffers that straddle two pages
@@ -147,7 +153,7 @@ public sealed class BlkDirtyLogTests
             {
                 var kind = KindOf(i);
                 ulong hdr = headers + (ulong)i * 16, st = status + (ulong)i;
-                ulong sector = kind == Kind.Write ? (ulong)(6144 + 8 * (round * Requests + i)) : (ulong)(8 * (round * Requests + i));
+                ulong sector = kind == Kind.Write ? (ulong)(6144 + 8 * i) : (ulong)(8 * (round * Requests + i));
                 h.Header(kind switch { Kind.Write => BlkRequestType.Out, Kind.GetId => BlkRequestType.GetId, _ => BlkRequestType.In }, sector, hdr);
                 h.Span(st, 1)[0] = 0xff;
                 var hb = new DriverBuffer(hdr, 16, false);

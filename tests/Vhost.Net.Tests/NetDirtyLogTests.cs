@@ -37,7 +37,7 @@ public sealed class NetDirtyLogTests
         public readonly VhostDevice Dev;
         public readonly DriverRing Rx, Tx;
 
-        public LoggedNet(bool packed, bool eventIdx, ushort queueSize = 64)
+        public LoggedNet(bool packed, bool eventIdx, ushort queueSize)
         {
             Be = new TestBackEnd(extraFeatures: NetFeatures.Default);
             Fe = Be.Connect();
@@ -108,10 +108,12 @@ public sealed class NetDirtyLogTests
     [InlineData(true, true, RxPath.General)]
     public void EveryPageTheReceivePathChangesIsMarkedInTheLog(bool packed, bool eventIdx, RxPath path)
     {
-        using var n = new LoggedNet(packed, eventIdx);
+        // a 1024-entry ring and 30 rounds of 24 descriptors (18 to 24 used elements): the split used ring spans three
+        // pages, and its second one is written only by used elements (the first holds the flags, the third avail_event);
+        // the packed descriptor ring spans four
+        using var n = new LoggedNet(packed, eventIdx, queueSize: 1024);
         using var pool = new PacketPool(128);
-        const int Rounds = 6;
-        // per round 24 descriptors: a 64-slot ring wraps twice
+        const int Rounds = 30;
         const int FillFrames = 24, Merged = 4, MergePieces = 3, Chained = 6;
         const uint FillBuf = 2048, MergeBuf = 1024, ChainHead = 16, ChainData = 2048;
 
@@ -123,8 +125,8 @@ public sealed class NetDirtyLogTests
         }
         var q0 = n.Setup[0];
         Name(q0.DescGpa, 16UL * q0.Size, packed ? "rx descriptor ring" : "rx descriptor table");
-        Name(q0.AvailGpa, 1, packed ? "rx driver event area" : "rx avail ring");
-        Name(q0.UsedGpa, 1, packed ? "rx device event area" : "rx used ring");
+        Name(q0.AvailGpa, packed ? 4 : 6 + 2UL * q0.Size, packed ? "rx driver event area" : "rx avail ring");
+        Name(q0.UsedGpa, packed ? 4 : 6 + 8UL * q0.Size, packed ? "rx device event area" : "rx used ring");
         ulong fillBlock = n.Block(FillFrames * FillBuf);
         Name(fillBlock, FillFrames * FillBuf, "one-descriptor buffers");
         ulong mergeBlock = n.Block(Merged * MergePieces * MergeBuf);
