@@ -25,7 +25,7 @@ internal sealed class BlkHarness : IDisposable
     private readonly ILoggerFactory _lf;
 
     public BlkHarness(bool packed = false, bool readOnly = false, int queues = 1, IBlockStorage? storage = null, long capacity = 4 << 20, TimeSpan latency = default,
-        ushort queueSize = 128, ulong extraProtocolFeatures = 0)
+        ushort queueSize = 128, ulong extraProtocolFeatures = 0, ulong dropFeatures = 0, ulong memorySize = 16 << 20)
     {
         Storage = storage ?? new MemoryDisk(capacity, "blk-test-serial");
         _lf = LoggerFactory.Create(b => b.AddProvider(Logs).SetMinimumLevel(LogLevel.Debug));
@@ -38,9 +38,9 @@ internal sealed class BlkHarness : IDisposable
             Packed = packed,
             QueueCount = queues,
             QueueSize = queueSize,
-            MemorySize = 16 << 20,
+            MemorySize = memorySize,
             ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures | (1UL << (int)ProtocolFeature.InflightShmfd) | extraProtocolFeatures,
-            Features = ~(VirtioFeature.Bit(VirtioFeature.LogAll) | VirtioFeature.Bit(VirtioFeature.AccessPlatform) | (packed ? 0 : VirtioFeature.Bit(VirtioFeature.RingPacked))),
+            Features = ~(VirtioFeature.Bit(VirtioFeature.LogAll) | VirtioFeature.Bit(VirtioFeature.AccessPlatform) | (packed ? 0 : VirtioFeature.Bit(VirtioFeature.RingPacked)) | dropFeatures),
         });
         var end = DateTime.UtcNow + T;
         while (Socket.Devices.Count == 0 || !Socket.Devices[0].IsRunning)

@@ -37,7 +37,7 @@ public sealed partial class VhostDevice
         var old = _dirtyLog;
         Volatile.Write(ref _dirtyLog, log);
         PublishLog();
-        RetireLog(old);
+        RetireLog(old, waitForWriters: true);
         _logger.LogInformation("device {Id}: dirty log of {Size} bytes ({Pages} pages){Again}{Active}", Id, size, log.Pages,
             old != null ? ", replacing the last one" : "", IsLogging ? "; logging" : "");
         // QEMU waits for a reply of size 0 (the connection sends it: SET_LOG_BASE always has one)
@@ -54,11 +54,19 @@ public sealed partial class VhostDevice
         }
     }
 
-    private void RetireLog(DirtyLog? old)
+    private void RetireLog(DirtyLog? old, bool waitForWriters = false)
     {
         if (old == null) return;
-        Interlocked.Add(ref _logPastEndBefore, old.WritesPastEnd);
         old.Release();
+        if (waitForWriters)
+        {
+            // an application's LogWrite that took the old log before the switch may still be marking it; QEMU reads
+            // the old log once more after our reply and then drops it, so a bit set there later would be lost: the
+            // reply waits until those writers (a few atomic ORs each) have let go
+            var spin = new SpinWait();
+            while (!old.IsUnmapped) spin.SpinOnce();
+        }
+        Interlocked.Add(ref _logPastEndBefore, old.WritesPastEnd);
     }
 
     /// <summary>SET_FEATURES changed VHOST_F_LOG_ALL (or came for the first time).</summary>

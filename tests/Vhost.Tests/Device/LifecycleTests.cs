@@ -123,7 +123,7 @@ public sealed class LifecycleTests
         Assert.Equal(0UL, fe.SetFeatures(withLog, needReply: true));
         Assert.Equal($"features {dev.Id} 0x{withLog:x}", be.Ops.WaitFor("features"));
         Assert.Equal(0UL, fe.SetFeatures(setup.AckedFeatures, needReply: true));
-        be.Ops.WaitFor("features");
+        Assert.Equal($"features {dev.Id} 0x{setup.AckedFeatures:x}", be.Ops.WaitFor("features"));
         // any other change while running is refused, as DPDK does
         Assert.NotEqual(0UL, fe.SetFeatures(setup.AckedFeatures & ~VirtioFeature.Bit(VirtioFeature.RingEventIdx), needReply: true));
         Assert.True(dev.IsRunning);
