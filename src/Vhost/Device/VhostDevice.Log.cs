@@ -38,6 +38,10 @@ public sealed partial class VhostDevice
         Volatile.Write(ref _dirtyLog, log);
         PublishLog();
         RetireLog(old, waitForWriters: true);
+        ulong memoryEnd = Memory.Regions.Count == 0 ? 0 : Memory.Regions.Max(r => r.Info.GuestPhysEnd);
+        if (memoryEnd > log.Pages << DirtyLog.PageShift)
+            _logger.LogWarning("device {Id}: the dirty log covers {Covered} bytes of guest memory but the memory table reaches 0x{End:x}: writes beyond it are not logged (counted)",
+                Id, log.Pages << DirtyLog.PageShift, memoryEnd);
         _logger.LogInformation("device {Id}: dirty log of {Size} bytes ({Pages} pages){Again}{Active}", Id, size, log.Pages,
             old != null ? ", replacing the last one" : "", IsLogging ? "; logging" : "");
         // QEMU waits for a reply of size 0 (the connection sends it: SET_LOG_BASE always has one)
