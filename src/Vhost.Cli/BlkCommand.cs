@@ -17,7 +17,7 @@ internal static class BlkCommand
     {
         var socket = new Option<string[]>("--socket")
         {
-            Description = "vhost-user socket path (repeat for more devices, each with its own in-memory disk)",
+            Description = "vhost-user socket path (repeat for more devices: they share --image, e.g. the two ends of a live migration, or each get an in-memory disk)",
             Required = true,
             AllowMultipleArgumentsPerToken = false,
         };
@@ -54,11 +54,6 @@ internal static class BlkCommand
                 return 2;
             }
             var paths = r.GetValue(socket)!;
-            if (paths.Length > 1 && r.GetValue(image) != null)
-            {
-                Console.Error.WriteLine("--image serves one socket; several sockets each get an in-memory disk");
-                return 2;
-            }
             if (r.GetValue(threads) < 1)
             {
                 Console.Error.WriteLine("--threads must be at least 1");
@@ -69,17 +64,17 @@ internal static class BlkCommand
             var storages = new List<IBlockStorage>();
             try
             {
-                foreach (var _ in paths)
-                {
-                    storages.Add(r.GetValue(image) is { } path
-                        ? new FileDisk(path, r.GetValue(readOnly), File.Exists(path) ? null : bytes ?? DefaultSize)
-                        : new MemoryDisk(bytes ?? DefaultSize));
-                }
+                // one image serves every socket (the two ends of a live migration on one host); without one, each
+                // socket gets its own memory disk
+                IBlockStorage? shared = r.GetValue(image) is { } path
+                    ? new FileDisk(path, r.GetValue(readOnly), File.Exists(path) ? null : bytes ?? DefaultSize)
+                    : null;
+                foreach (var _ in paths) storages.Add(shared ?? new MemoryDisk(bytes ?? DefaultSize));
             }
             catch (IOException e)
             {
                 Console.Error.WriteLine(e.Message);
-                foreach (var st in storages) st.Dispose();
+                foreach (var st in storages.Distinct()) st.Dispose();
                 return 1;
             }
             using var runtime = new Runtime.VhostRuntime(new Runtime.VhostRuntimeOptions { EventThreads = r.GetValue(threads), LoggerFactory = lf });
@@ -99,7 +94,7 @@ internal static class BlkCommand
             }
             finally
             {
-                foreach (var st in storages) st.Dispose();
+                foreach (var st in storages.Distinct()) st.Dispose();
             }
         });
         return cmd;
