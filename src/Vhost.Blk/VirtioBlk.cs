@@ -48,10 +48,11 @@ public sealed class VirtioBlkOptions
     public TimeSpan SimulatedLatency { get; init; }
 
     /// <summary>
-    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). One by default, as
-    /// qemu-storage-daemon: every connection would share this disk and its cache mode. Null: no limit.
+    /// Front-ends one socket serves at once (VhostSocketOptions.MaxConnections). Two by default: the two ends of a
+    /// live migration on one host (the source's and the destination's QEMU) connect at once and use the disk one
+    /// after the other; a third is refused, as every connection shares this disk and its cache mode. Null: no limit.
     /// </summary>
-    public int? MaxConnections { get; init; } = 1;
+    public int? MaxConnections { get; init; } = 2;
 
     public ILoggerFactory? LoggerFactory { get; init; }
 }

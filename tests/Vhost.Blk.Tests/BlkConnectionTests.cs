@@ -6,15 +6,21 @@ namespace Vhost.Blk.Tests;
 public sealed class BlkConnectionTests
 {
     [Fact]
-    public void ASecondConnectionIsRefusedWhileTheFirstServesAndAcceptedAfterItLeaves()
+    public void AThirdConnectionIsRefusedWhileTwoServeAndAcceptedAfterOneLeaves()
     {
         using var h = new BlkHarness();
-        using (var second = TestFrontEnd.Connect(h.Socket.Path, BlkHarness.T))
+        // the second is the destination of a live migration on the same host: served beside the first
+        using var second = TestFrontEnd.Connect(h.Socket.Path, BlkHarness.T);
+        using (var setup2 = DeviceSetup.Run(second, new DeviceSetupOptions { QueueCount = 1, QueueSize = 64 }))
         {
-            Assert.True(second.IsClosedByPeer(BlkHarness.T), "the second connection was not closed");
+            Assert.Equal(2, h.Socket.Devices.Count);
         }
-        Assert.Single(h.Logs.Errors, e => e.Contains("at most 1", StringComparison.Ordinal));
-        Assert.Single(h.Socket.Devices);
+        using (var third = TestFrontEnd.Connect(h.Socket.Path, BlkHarness.T))
+        {
+            Assert.True(third.IsClosedByPeer(BlkHarness.T), "the third connection was not closed");
+        }
+        Assert.Single(h.Logs.Errors, e => e.Contains("at most 2", StringComparison.Ordinal));
+        Assert.Equal(2, h.Socket.Devices.Count);
         h.AssertStillServes();
 
         using var gone = new ManualResetEventSlim();
@@ -22,10 +28,10 @@ public sealed class BlkConnectionTests
         h.Fe.Shutdown();
         Assert.True(gone.Wait(BlkHarness.T), "the first connection never ended");
 
-        using var third = TestFrontEnd.Connect(h.Socket.Path, BlkHarness.T);
+        using var fourth = TestFrontEnd.Connect(h.Socket.Path, BlkHarness.T);
         // every step is acked: a refused connection would have thrown here
-        using var setup = DeviceSetup.Run(third, new DeviceSetupOptions { QueueCount = 1, QueueSize = 64 });
-        var device = Assert.Single(h.Socket.Devices);
-        Assert.Null(device.FaultReason);
+        using var setup = DeviceSetup.Run(fourth, new DeviceSetupOptions { QueueCount = 1, QueueSize = 64 });
+        Assert.Equal(2, h.Socket.Devices.Count);
+        Assert.All(h.Socket.Devices, d => Assert.Null(d.FaultReason));
     }
 }
