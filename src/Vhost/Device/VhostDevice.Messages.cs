@@ -39,9 +39,13 @@ internal sealed class ReplyBuffer
     /// <summary>An fd to send with the reply (GET_INFLIGHT_FD); the connection disposes it after sending.</summary>
     public SafeFd? Fd { get; set; }
 
+    /// <summary>Send this reply although the request table lists none (postcopy's memory replies and LISTEN's ack).</summary>
+    public bool Forced { get; set; }
+
     public void Clear()
     {
         Length = 0;
+        Forced = false;
         Fd?.Dispose();
         Fd = null;
     }
@@ -80,6 +84,7 @@ public sealed partial class VhostDevice
     internal Outcome Handle(in MessageHeader header, ReadOnlySpan<byte> p, List<SafeFd?> fds, ReplyBuffer reply)
     {
         var request = (VhostUserRequest)header.Request;
+        if (PostcopyOrderCheck(request) is { } outOfOrder) return outOfOrder;
         switch (request)
         {
             case VhostUserRequest.GetFeatures:
@@ -109,9 +114,11 @@ public sealed partial class VhostDevice
                 reply.U64((ulong)_options.MaxMemorySlots);
                 return Outcome.Ok;
             case VhostUserRequest.SetMemTable:
-                return SetMemTable(p, fds);
+                return SetMemTable(p, fds, reply);
             case VhostUserRequest.AddMemReg:
-                return AddMemoryRegion(Payload.ReadRegion(p[8..]), Take(fds, 0));
+                return Postcopy == PostcopyPhase.Listening
+                    ? AddMemoryRegionPostcopy(p, Payload.ReadRegion(p[8..]), Take(fds, 0), reply)
+                    : AddMemoryRegion(Payload.ReadRegion(p[8..]), Take(fds, 0));
             case VhostUserRequest.RemMemReg:
                 return RemoveMemoryRegion(Payload.ReadRegion(p[8..]));
             case VhostUserRequest.SetVringNum:
@@ -157,6 +164,12 @@ public sealed partial class VhostDevice
                 return GetInflightFd(p, reply);
             case VhostUserRequest.SetInflightFd:
                 return SetInflightFd(p, fds);
+            case VhostUserRequest.PostcopyAdvise:
+                return PostcopyAdvise(reply);
+            case VhostUserRequest.PostcopyListen:
+                return PostcopyListen(header, reply);
+            case VhostUserRequest.PostcopyEnd:
+                return PostcopyEnd(reply);
             default:
                 if (ExtensionHandler is { } ext && ext(this, header, p, fds, reply) is { } o) return o;
                 return Outcome.Fail($"{request} is not supported by this back-end");
@@ -227,7 +240,7 @@ public sealed partial class VhostDevice
         return Outcome.Ok;
     }
 
-    private Outcome SetMemTable(ReadOnlySpan<byte> p, List<SafeFd?> fds)
+    private Outcome SetMemTable(ReadOnlySpan<byte> p, List<SafeFd?> fds, ReplyBuffer reply)
     {
         uint n = BinaryPrimitives.ReadUInt32LittleEndian(p);
         if (n == 0) return Outcome.Fail("SET_MEM_TABLE with no regions");
@@ -237,7 +250,8 @@ public sealed partial class VhostDevice
         if (p.Length < needed) return Outcome.Close($"SET_MEM_TABLE payload of {p.Length} bytes cannot hold {n} regions");
         if (fds.Count != n) return Outcome.Close($"SET_MEM_TABLE describes {n} regions but carries {fds.Count} fds");
 
-        if (SameTable(p, (int)n))
+        // (in postcopy the front-end waits for our reply to every table)
+        if (Postcopy != PostcopyPhase.Listening && SameTable(p, (int)n))
         {
             // QEMU resends an unchanged table often; remapping would stop the device for nothing
             _logger.LogDebug("device {Id}: memory table unchanged", Id);
@@ -257,6 +271,7 @@ public sealed partial class VhostDevice
             WatchForShrinking(region);
             mapped.Add(region);
         }
+        if (Postcopy == PostcopyPhase.Listening) return SetMemTablePostcopy(p, mapped, reply);
         var table = GuestMemory.TryCreate(mapped, out var overlap);
         // the generation holds the regions now (or nobody does and they are unmapped)
         foreach (var r in mapped) r.Dispose();

@@ -174,6 +174,7 @@ public sealed partial class VhostDevice
     internal void BeginClose(Action closed)
     {
         _requestClose = null;
+        ClosePostcopy();
         _onClosed = closed;
         _closingSince = Environment.TickCount64;
         StopRunning("connection closed");

@@ -251,6 +251,7 @@ public sealed partial class VhostDevice : IGuestNotifier
     internal void Release()
     {
         _requestClose = null;
+        ClosePostcopy();
         StopRunning("connection closed");
         var old = Memory;
         WithAllQueuesLocked(() =>

@@ -169,6 +169,20 @@ internal sealed class Connection : IReadyHandler
     private bool Dispatch(MessageHeader header, int size, out string reason)
     {
         reason = "";
+        // postcopy: QEMU's acknowledgement of our memory reply has a framing of its own (VhostDevice.Postcopy.cs)
+        if (_device.IsPostcopyAck(header, _fds.Count))
+        {
+            var acked = _device.PostcopyAck(_payload.AsSpan(0, size));
+            DisposeFds();
+            if (acked.Kind != OutcomeKind.Ok)
+            {
+                reason = acked.Error!;
+                _logger.LogError("device {Id} ({Path}): {Reason}; closing the connection", _device.Id, _device.SocketPath, reason);
+                return false;
+            }
+            _device.CheckReady();
+            return true;
+        }
         var spec = RequestTable.Get(header.Request);
         if (spec is not { } s || s.Request == VhostUserRequest.None)
         {
@@ -204,7 +218,7 @@ internal sealed class Connection : IReadyHandler
                 Pause(header);
                 return true;
             default:
-                if (s.HasReply) SendReply(header, _reply.Data.AsSpan(0, _reply.Length), _reply.Fd);
+                if (s.HasReply || _reply.Forced) SendReply(header, _reply.Data.AsSpan(0, _reply.Length), _reply.Fd);
                 else if (ack) SendReply(header, 0);
                 break;
         }
