@@ -11,7 +11,9 @@ namespace Vhost.Benchmarks;
 /// CPU cost of one 32-frame burst of 64-byte frames, each way, over split and packed rings, with an in-order
 /// driver written for the benchmark (raw ring writes, so the driver's share is small and the same for every
 /// version of the back-end). Guest memory is a real memfd mapped by the back-end through the socket. Cross-core
-/// cache transfers are absent here (one thread plays both sides): pvp-bench measures those.
+/// cache transfers are absent here (one thread plays both sides): pvp-bench measures those. With
+/// <see cref="Logging"/> the front-end has started a live migration's dirty logging (SET_LOG_BASE, LOG_ALL,
+/// SET_VRING_ADDR with F_LOG, as QEMU does), so every burst also marks its pages in the log.
 /// </summary>
 [MemoryDiagnoser]
 public class NetBurstBenchmarks
@@ -29,9 +31,13 @@ public class NetBurstBenchmarks
     private readonly Packet[] _packets = new Packet[Burst];
     private readonly Packet[] _frames = new Packet[Burst];
     private InOrderDriver _rx = null!, _tx = null!;
+    private MigrationLog? _log;
 
     [Params(false, true)]
     public bool Packed { get; set; }
+
+    [Params(false, true)]
+    public bool Logging { get; set; }
 
     [GlobalSetup]
     public void Setup()
@@ -40,9 +46,19 @@ public class NetBurstBenchmarks
         _fe = _be.Connect();
         ulong want = ~(VirtioFeature.Bit(VirtioFeature.LogAll) | VirtioFeature.Bit(VirtioFeature.AccessPlatform) | VirtioFeature.Bit(VirtioFeature.RingEventIdx)
             | (Packed ? 0 : VirtioFeature.Bit(VirtioFeature.RingPacked)));
-        _setup = DeviceSetup.Run(_fe, new DeviceSetupOptions { Packed = Packed, QueueSize = RingSize, MemorySize = 32 << 20, Features = want });
+        _setup = DeviceSetup.Run(_fe, new DeviceSetupOptions
+        {
+            Packed = Packed, QueueSize = RingSize, MemorySize = 32 << 20, Features = want,
+            ProtocolFeatures = DeviceSetupOptions.DefaultProtocolFeatures | DeviceSetupOptions.ProtocolBits(ProtocolFeature.LogShmfd),
+        });
         _be.Ops.WaitFor("new");
         _dev = _be.Ops.LastNew!;
+        if (Logging)
+        {
+            _log = new MigrationLog(_setup.Memory);
+            _log.StartLogging(_fe, _setup);
+            if (!_dev.IsLogging) throw new InvalidOperationException("logging did not start");
+        }
         _dev.EnableGuestNotification(0, false);
         _dev.EnableGuestNotification(1, false);
         _pool = new PacketPool(1024);
@@ -57,6 +73,7 @@ public class NetBurstBenchmarks
     public void Cleanup()
     {
         _pool.Dispose();
+        _log?.Dispose();
         _setup.Dispose();
         _fe.Dispose();
         _be.Dispose();
