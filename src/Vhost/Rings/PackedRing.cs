@@ -294,14 +294,16 @@ internal sealed partial class PackedRing : RingEngine
     }
 
     /// <summary>The packed ring's form of <see cref="Virtqueue.Fill"/>.</summary>
-    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct =>
+        _log == null ? Fill<TFiller, LogOff>(ref filler, count) : Fill<TFiller, LogOn>(ref filler, count);
+
+    private int Fill<TFiller, TLog>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode
     {
         if (_heldCount > 0) ReturnHeld();
         // the ring as a span made once and the indexes in locals, as in FillSplit: per frame the loop stores
         // the frame, its length and its flags, nothing else
         Span<RawDescriptor> ring = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
         var memory = _memory;
-        bool logging = _log != null;
         int size = ring.Length;
         int slot = _lastAvail, u = _usedIdx;
         bool availWrap = _availWrap, wrap = _usedWrap;
@@ -324,7 +326,7 @@ internal sealed partial class PackedRing : RingEngine
             if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
             ushort id = d.Word12;
             filler.Fill(n, w.Span(0, need));
-            if (logging) LogGpa(addr, (uint)need);
+            if (TLog.On) LogGpa(addr, (uint)need);
             ref var used = ref ring[u];
             used.Len = (uint)need;
             // in order, the used slot is the one the buffer came in, and its id is already there
@@ -349,7 +351,7 @@ internal sealed partial class PackedRing : RingEngine
         if (n == 0) return 0;
         MarkUsed(ring, marked, u, wrap, first);
         Volatile.Write(ref ring[first].Word14, UsedWritableFlags(_usedWrap));
-        if (logging) LogDescriptors(first, n);
+        if (TLog.On) LogDescriptors(first, n);
         ushort old = _usedIdx;
         _lastAvail = (ushort)slot;
         _availWrap = availWrap;

@@ -11,6 +11,22 @@ namespace Vhost.Rings;
 /// </summary>
 internal abstract partial class RingEngine
 {
+    /// <summary>Whether a fast path is instantiated for a logging ring: a constant per instantiation, so the other costs nothing.</summary>
+    internal interface ILogMode
+    {
+        static abstract bool On { get; }
+    }
+
+    internal struct LogOn : ILogMode
+    {
+        public static bool On => true;
+    }
+
+    internal struct LogOff : ILogMode
+    {
+        public static bool On => false;
+    }
+
     private const int LogCacheSize = 32;
 
     // the migration's log while the front-end logs (LOG_ALL and a log base), else null

@@ -226,7 +226,10 @@ internal sealed partial class SplitRing : RingEngine
     }
 
     /// <summary>The split ring's form of <see cref="Virtqueue.Fill"/>: one-descriptor writable chains, used elements written in place.</summary>
-    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct
+    internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct =>
+        _log == null ? Fill<TFiller, LogOff>(ref filler, count) : Fill<TFiller, LogOn>(ref filler, count);
+
+    private int Fill<TFiller, TLog>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         ushort last = _lastAvail;
@@ -241,7 +244,6 @@ internal sealed partial class SplitRing : RingEngine
         ReadOnlySpan<RawDescriptor> table = MemoryMarshal.Cast<byte, RawDescriptor>(_desc.Span(0, 16 * Size));
         Span<ulong> usedRing = MemoryMarshal.Cast<byte, ulong>(_used.Span(4, 8 * Size));
         var memory = _memory;
-        bool logging = _log != null;
         int mask = Size - 1;
         ushort old = _usedIdx;
         int n = 0;
@@ -257,7 +259,7 @@ internal sealed partial class SplitRing : RingEngine
             int need = filler.Needed(n);
             if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
             filler.Fill(n, w.Span(0, need));
-            if (logging) LogGpa(addr, (uint)need);
+            if (TLog.On) LogGpa(addr, (uint)need);
             usedRing[(old + n) & mask] = head | ((ulong)(uint)need << 32);
         }
         if (n == 0) return 0;
