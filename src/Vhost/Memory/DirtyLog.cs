@@ -21,7 +21,7 @@ public sealed class DirtyLog
     private readonly MemoryMapping _mapping;
     private readonly NativeWindow _bits;
     private readonly ulong _words;
-    private int _refs = 1;
+    private RefCount _refs = new();
     private long _pastEnd;
 
     private DirtyLog(MemoryMapping mapping, ulong size, ulong offset)
@@ -135,26 +135,14 @@ public sealed class DirtyLog
         page < Pages && (Volatile.Read(ref _bits.Ref<ulong>((nuint)(page / 64 * 8))) & (1UL << (int)(page % 64))) != 0;
 
     /// <summary>Takes a reference that keeps the log mapped until <see cref="Release"/>; false once it is gone.</summary>
-    public bool TryAcquire()
-    {
-        int r = Volatile.Read(ref _refs);
-        while (r > 0)
-        {
-            int seen = Interlocked.CompareExchange(ref _refs, r + 1, r);
-            if (seen == r) return true;
-            r = seen;
-        }
-        return false;
-    }
+    public bool TryAcquire() => _refs.TryAcquire();
 
     /// <summary>Drops a reference; the last one unmaps the log.</summary>
     public void Release()
     {
-        int r = Interlocked.Decrement(ref _refs);
-        if (r == 0) _mapping.Dispose();
-        else if (r < 0) throw new InvalidOperationException("dirty log released more often than acquired");
+        if (_refs.Release("dirty log")) _mapping.Dispose();
     }
 
     /// <summary>Whether the log is unmapped (every reference released).</summary>
-    public bool IsUnmapped => Volatile.Read(ref _refs) <= 0;
+    public bool IsUnmapped => _refs.Count <= 0;
 }

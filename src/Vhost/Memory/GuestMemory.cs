@@ -14,7 +14,7 @@ public sealed class GuestMemory
 {
     private readonly GuestMemoryRegion[] _regions;
     // 1 for the publisher; 0 once retired and released by every holder; Empty is never released
-    private int _refs = 1;
+    private RefCount _refs = new();
     private readonly bool _immortal;
     // the translation loop reads these flat copies: no region object, property or record copy per lookup
     private readonly Span3[] _flat;
@@ -32,39 +32,23 @@ public sealed class GuestMemory
     }
 
     /// <summary>Holders besides the publisher (0 when only the publisher holds it); for tests and diagnostics.</summary>
-    public int Holders => Math.Max(0, Volatile.Read(ref _refs) - 1);
+    public int Holders => Math.Max(0, _refs.Count - 1);
 
     /// <summary>Whether every holder has released it (its regions may be unmapped).</summary>
-    public bool IsRetired => !_immortal && Volatile.Read(ref _refs) == 0;
+    public bool IsRetired => !_immortal && _refs.Count == 0;
 
     /// <summary>Takes a reference that keeps every region of this generation mapped until <see cref="Release"/>;
     /// false when the generation is already gone.</summary>
     public bool TryAcquire()
     {
-        if (_immortal) return true;
-        int r = Volatile.Read(ref _refs);
-        while (r > 0)
-        {
-            int seen = Interlocked.CompareExchange(ref _refs, r + 1, r);
-            if (seen == r) return true;
-            r = seen;
-        }
-        return false;
+        return _immortal || _refs.TryAcquire();
     }
 
     /// <summary>Drops a reference; the last one releases the regions (each unmapped when no generation holds it).</summary>
     public void Release()
     {
-        if (_immortal) return;
-        int r = Interlocked.Decrement(ref _refs);
-        if (r == 0)
-        {
-            foreach (var region in _regions) region.Release();
-        }
-        else if (r < 0)
-        {
-            throw new InvalidOperationException("guest memory generation released more often than acquired");
-        }
+        if (_immortal || !_refs.Release("guest memory generation")) return;
+        foreach (var region in _regions) region.Release();
     }
 
     public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
