@@ -303,21 +303,31 @@ public sealed partial class VhostDevice
         return true;
     }
 
-    private Outcome AddMemoryRegion(MemoryRegionInfo info, SafeFd fd)
+    /// <summary>ADD_MEM_REG's slot check and mapping (the normal and the postcopy path); null with the refusal. Takes the fd.</summary>
+    private GuestMemoryRegion? MapAddedRegion(in MemoryRegionInfo info, SafeFd fd, int slotsUsed, out Outcome refusal)
     {
-        if (Memory.Count >= _options.MaxMemorySlots)
+        refusal = Outcome.Ok;
+        if (slotsUsed >= _options.MaxMemorySlots)
         {
             fd.Dispose();
-            return Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
+            refusal = Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
+            return null;
         }
         var region = GuestMemoryRegion.TryMap(info, fd, out var error, _logger);
         if (region == null)
         {
             fd.Dispose();
-            return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
+            refusal = Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
+            return null;
         }
         WatchForShrinking(region);
-        var table = GuestMemory.TryCreate(Memory.Regions.Append(region), out error);
+        return region;
+    }
+
+    private Outcome AddMemoryRegion(MemoryRegionInfo info, SafeFd fd)
+    {
+        if (MapAddedRegion(info, fd, Memory.Count, out var refusal) is not { } region) return refusal;
+        var table = GuestMemory.TryCreate(Memory.Regions.Append(region), out var error);
         region.Dispose();
         if (table == null) return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
         if (Publish(table) is { } e) _logger.LogWarning("device {Id}: {Error}", Id, e);

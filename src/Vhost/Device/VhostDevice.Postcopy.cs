@@ -232,19 +232,8 @@ public sealed partial class VhostDevice
     /// <summary>ADD_MEM_REG while listening: map, answer with the region at our address; the ack follows the batch.</summary>
     private Outcome AddMemoryRegionPostcopy(ReadOnlySpan<byte> p, MemoryRegionInfo info, SafeFd fd, ReplyBuffer reply)
     {
-        if (Memory.Count + _postcopyAdded.Count >= _options.MaxMemorySlots)
-        {
-            fd.Dispose();
-            return Outcome.Fail($"ADD_MEM_REG beyond the {_options.MaxMemorySlots} memory slots");
-        }
-        var region = GuestMemoryRegion.TryMap(info, fd, out var error, _logger);
-        if (region == null)
-        {
-            fd.Dispose();
-            return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
-        }
-        WatchForShrinking(region);
-        if (GuestMemory.TryCreate(Memory.Regions.Concat(_postcopyAdded).Append(region), out error) is not { } check)
+        if (MapAddedRegion(info, fd, Memory.Count + _postcopyAdded.Count, out var refusal) is not { } region) return refusal;
+        if (GuestMemory.TryCreate(Memory.Regions.Concat(_postcopyAdded).Append(region), out var error) is not { } check)
         {
             region.Dispose();
             return Outcome.Fail($"ADD_MEM_REG [{info}]: {error}");
