@@ -22,7 +22,7 @@ public sealed class VhostSocketOptions
         (1UL << (int)ProtocolFeature.BackendReq) | (1UL << (int)ProtocolFeature.BackendSendFd) |
         (1UL << (int)ProtocolFeature.ResetDevice) | (1UL << (int)ProtocolFeature.ConfigureMemSlots) |
         (1UL << (int)ProtocolFeature.Status) | (1UL << (int)ProtocolFeature.InbandNotifications) |
-        (1UL << (int)ProtocolFeature.LogShmfd);
+        (1UL << (int)ProtocolFeature.LogShmfd) | (1UL << (int)ProtocolFeature.Pagefault);
 
     public required string Path { get; init; }
 

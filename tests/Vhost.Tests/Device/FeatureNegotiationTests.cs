@@ -55,7 +55,7 @@ public sealed class FeatureNegotiationTests
     {
         using var be = new TestBackEnd();
         using var fe = be.Connect();
-        fe.SetProtocolFeatures(1UL << (int)ProtocolFeature.Pagefault);
+        fe.SetProtocolFeatures(1UL << (int)ProtocolFeature.CryptoSession);
         Assert.True(fe.IsClosedByPeer(TimeSpan.FromSeconds(5)));
         Assert.True(be.Logs.WaitForError("never offered"));
     }

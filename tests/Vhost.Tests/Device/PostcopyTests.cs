@@ -221,13 +221,14 @@ public sealed class PostcopyTests
     }
 
     [Fact]
-    public void TheBitIsNotOfferedByDefault()
+    public void TheBitIsOfferedByDefault()
     {
+        // with pre-copy logging, QEMU's postcopy needs only this bit ("vhost-user backend not capable of postcopy" without it)
         using var be = new TestBackEnd();
         using var fe = be.Connect();
         using var setup = new DeviceSetup(fe, Options());
         setup.Negotiate();
-        Assert.Equal(0UL, setup.OfferedProtocolFeatures & PagefaultBit);
+        Assert.NotEqual(0UL, setup.OfferedProtocolFeatures & PagefaultBit);
     }
 
     [Theory]
