@@ -136,9 +136,7 @@ public sealed partial class VhostDevice
     {
         if ((uint)queueId >= (uint)_queues.Length) return false;
         var q = _queues[queueId];
-        ulong used = q.UsedRingGuestAddress;
-        if (used == 0 && q.Address == null) return false;
-        if (offset > ulong.MaxValue - used) return false;
+        if (q.UsedRingGuestAddress is not { } used || offset > ulong.MaxValue - used) return false;
         LogWrite(used + offset, length);
         return true;
     }

@@ -107,12 +107,15 @@ public sealed class DirtyLog
         Interlocked.Or(ref _bits.Ref<ulong>((nuint)(word * 8)), bits);
     }
 
+    /// <summary>The first and last page of [gpa, gpa + length) (length not 0), the end clamped at the top of the address space.</summary>
+    internal static (ulong First, ulong Last) PageSpan(ulong gpa, ulong length) =>
+        (gpa >> PageShift, (gpa > ulong.MaxValue - (length - 1) ? ulong.MaxValue : gpa + (length - 1)) >> PageShift);
+
     /// <summary>Marks every page of [gpa, gpa + length) dirty, straight into the log (no cache).</summary>
     public void LogRange(ulong gpa, ulong length)
     {
         if (length == 0) return;
-        ulong first = gpa >> PageShift;
-        ulong last = (gpa > ulong.MaxValue - (length - 1) ? ulong.MaxValue : gpa + (length - 1)) >> PageShift;
+        var (first, last) = PageSpan(gpa, length);
         for (ulong w = first >> 6; w <= last >> 6; w++)
         {
             Or(w, WordMask(w, first, last));

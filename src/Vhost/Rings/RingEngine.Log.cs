@@ -62,13 +62,8 @@ internal abstract partial class RingEngine
 
     private void LogGpaCore(ulong gpa, ulong length)
     {
-        ulong first = gpa >> DirtyLog.PageShift;
-        ulong last = (gpa > ulong.MaxValue - (length - 1) ? ulong.MaxValue : gpa + (length - 1)) >> DirtyLog.PageShift;
-        ulong end = last >> 6;
-        for (ulong w = first >> 6; w <= end; w++)
-        {
-            Cache(w, DirtyLog.WordMask(w, first, last));
-        }
+        var (first, last) = DirtyLog.PageSpan(gpa, length);
+        for (ulong w = first >> 6; w <= last >> 6; w++) Cache(w, DirtyLog.WordMask(w, first, last));
     }
 
     private void Cache(ulong word, ulong bits)
@@ -132,10 +127,10 @@ internal abstract partial class RingEngine
         if (part < count) LogGpa(_descGpa, (ulong)(count - part) * 16);
     }
 
-    /// <summary>The first <paramref name="bytes"/> of the chain's writable segments were written by the device.</summary>
+    /// <summary>The first <paramref name="bytes"/> of the chain's writable segments were written by the device (the caller checked <see cref="Logging"/>).</summary>
     internal void LogWritten(in DescriptorChain chain, ReadOnlySpan<BufferSegment> segments, uint bytes)
     {
-        if (_log == null || bytes == 0) return;
+        if (bytes == 0) return;
         int end = chain.SegmentStart + chain.SegmentCount;
         for (int i = chain.SegmentStart + chain.ReadableSegments; i < end && bytes > 0; i++)
         {

@@ -113,8 +113,9 @@ public sealed partial class Virtqueue
         if (_ring.Logging) _ring.LogWritten(chain, segments, bytes);
     }
 
-    /// <summary>The guest-physical address of the used ring (split) or device event area (packed), for <see cref="Device.VhostDevice.LogUsedRing"/>.</summary>
-    internal ulong UsedRingGuestAddress { get; private set; }
+    /// <summary>The guest-physical address of the used ring (split) or device event area (packed) since the rings were
+    /// last translated, for <see cref="Device.VhostDevice.LogUsedRing"/>; null before that and after a reset.</summary>
+    internal ulong? UsedRingGuestAddress { get; private set; }
 
     private int _completionPending;
     private volatile bool _completionsPolled;
@@ -556,6 +557,7 @@ public sealed partial class Virtqueue
         SetCall(null, false);
         SetErr(null);
         Address = null;
+        UsedRingGuestAddress = null;
         Size = 0;
         Enabled = false;
         Faulted = false;
