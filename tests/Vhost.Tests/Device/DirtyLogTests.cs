@@ -139,6 +139,26 @@ public sealed class DirtyLogTests
     }
 
     [Theory]
+    [InlineData(false, 1UL << 32)]
+    [InlineData(true, 1UL << 32)]
+    [InlineData(false, ulong.MaxValue - 2)]
+    [InlineData(true, ulong.MaxValue - 2)]
+    public void UsedRingLogAddressOutsideGuestMemoryIsRefused(bool packed, ulong bad)
+    {
+        // 4 GiB up, where no region lies; and one whose used ring would wrap the address space
+        using var r = new Running(packed);
+        var q0 = r.Setup[0];
+        Assert.True(r.Dev.Queue(0).Started);
+        Assert.NotEqual(0UL, r.Fe.SetVringAddr(q0.Address with { Flags = VringAddress.FlagLog, LogGuestAddr = bad }, needReply: true));
+        Assert.Single(r.Be.Logs.Errors, e => e.Contains($"used ring log address 0x{bad:x}", StringComparison.Ordinal));
+        // that ring stops (its addresses no longer translate as given); the device, its other queue and the process go on
+        Assert.False(r.Dev.Queue(0).Started);
+        Assert.True(r.Dev.Queue(1).Started);
+        Assert.Null(r.Dev.FaultReason);
+        Assert.False(r.Fe.IsClosedByPeer(TimeSpan.FromMilliseconds(100)));
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void LogUsedRingMarksTheLogAddressTheFrontEndGave(bool packed)
