@@ -32,9 +32,13 @@ internal static class BlkCommand
         var latency = new Option<double>("--latency-ms") { Description = "make every write request take this long, up to twice by sector (a disk slow to write, for tests)" };
         var period = new Option<double>("--stats-period") { Description = "seconds between rate lines (0: none)", DefaultValueFactory = _ => 1 };
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
+        var iommu = new Option<bool>("--iommu")
+        {
+            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages)",
+        };
         var cmd = new Command("blk", "virtio-blk back-end: serves a disk image, block device or RAM disk over vhost-user")
         {
-            socket, image, size, readOnly, queues, client, ioThreads, writethrough, latency, period, verbose, threads,
+            socket, image, size, readOnly, queues, client, ioThreads, writethrough, latency, period, verbose, threads, iommu,
         };
         cmd.SetAction(r =>
         {
@@ -90,7 +94,7 @@ internal static class BlkCommand
                     Writeback = !r.GetValue(writethrough),
                     SimulatedLatency = TimeSpan.FromMilliseconds(Math.Max(0, r.GetValue(latency))),
                     LoggerFactory = lf,
-                }, r.GetValue(client), r.GetValue(period), runtime);
+                }, r.GetValue(client), r.GetValue(period), runtime, r.GetValue(iommu));
             }
             finally
             {
@@ -106,7 +110,7 @@ internal static class BlkCommand
         public VhostUserSocket Socket { get; } = socket;
     }
 
-    private static int Serve(List<IBlockStorage> storages, string[] paths, VirtioBlkOptions options, bool client, double period, Runtime.VhostRuntime runtime)
+    private static int Serve(List<IBlockStorage> storages, string[] paths, VirtioBlkOptions options, bool client, double period, Runtime.VhostRuntime runtime, bool iommu)
     {
         using var stop = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
@@ -115,7 +119,9 @@ internal static class BlkCommand
         for (int i = 0; i < paths.Length; i++)
         {
             var blk = new VirtioBlk(storages[i], options);
-            var socket = new VhostUserSocket(blk.CreateSocketOptions(paths[i], client, runtime: runtime));
+            var socketOptions = blk.CreateSocketOptions(paths[i], client, runtime: runtime);
+            socketOptions.Iommu = iommu;
+            var socket = new VhostUserSocket(socketOptions);
             socket.Start();
             served.Add(new Served(blk, socket));
         }

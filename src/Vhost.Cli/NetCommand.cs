@@ -52,9 +52,13 @@ internal static class NetCommand
             Description = "switch: MAC addresses the switch learns at most (one table for the process); a source MAC beyond it is not learned, only counted",
             DefaultValueFactory = _ => MacTable.DefaultCapacity,
         };
+        var iommu = new Option<bool>("--iommu")
+        {
+            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages)",
+        };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {
-            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction, threads, eventDriven, macTable,
+            sockets, fwd, queues, txpkts, client, period, json, verbose, count, startDelay, startOnKick, eviction, threads, eventDriven, macTable, iommu,
         };
         cmd.SetAction(r =>
         {
@@ -83,7 +87,8 @@ internal static class NetCommand
                 return 2;
             }
             using var fwdr = new NetForwarder(r.GetValue(sockets)!, mode, r.GetValue(queues), r.GetValue(txpkts), r.GetValue(client), lf, r.GetValue(count),
-                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick), r.GetValue(threads), r.GetValue(eventDriven), r.GetValue(macTable));
+                TimeSpan.FromSeconds(Math.Max(0, r.GetValue(startDelay))), r.GetValue(startOnKick), r.GetValue(threads), r.GetValue(eventDriven), r.GetValue(macTable),
+                r.GetValue(iommu));
             return fwdr.Run(r.GetValue(period), r.GetValue(json));
         });
         return cmd;
@@ -115,7 +120,8 @@ internal sealed class NetForwarder : IDisposable
     private readonly bool _startOnKick;
 
     public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
-        TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false, int macTableSize = MacTable.DefaultCapacity)
+        TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false, int macTableSize = MacTable.DefaultCapacity,
+        bool iommu = false)
     {
         _macTable = new MacTable(macTableSize);
         _txLimit = txLimit;
@@ -136,7 +142,9 @@ internal sealed class NetForwarder : IDisposable
         for (int i = 0; i < paths.Length; i++)
         {
             var port = new Port(this, i, paths[i]);
-            port.Socket = new VhostUserSocket(NetFeatures.Options(paths[i], _pairs, port, client, lf, _runtime));
+            var options = NetFeatures.Options(paths[i], _pairs, port, client, lf, _runtime);
+            options.Iommu = iommu;
+            port.Socket = new VhostUserSocket(options);
             _ports[i] = port;
         }
     }
@@ -463,15 +471,32 @@ internal sealed class NetForwarder : IDisposable
             Interlocked.Add(ref TxBytes, bytes);
         }
 
+        private const long IotlbWaitMilliseconds = 20;
+
         /// <summary>Sends, retrying briefly while the guest refills its ring, then drops what is left.</summary>
         public void Send(VhostDevice dev, int queue, ReadOnlySpan<Packet> packets)
         {
             int done = 0;
+            long iotlbDeadline = 0;
             for (int tries = 0; done < packets.Length && tries < 64; tries++)
             {
                 int n = VirtioNet.EnqueueBurst(dev, queue, packets[done..]);
                 done += n;
-                if (n == 0) Thread.SpinWait(1);
+                if (n != 0) continue;
+                // behind a vIOMMU the guest's buffers may wait for their IOTLB update (a round trip to QEMU): wait for
+                // it a little, outside the lease, rather than drop the frame
+                if (dev.Queue(queue).AwaitingIotlb)
+                {
+                    long now = Environment.TickCount64;
+                    if (iotlbDeadline == 0) iotlbDeadline = now + IotlbWaitMilliseconds;
+                    if (now < iotlbDeadline)
+                    {
+                        Thread.Yield();
+                        tries--;
+                        continue;
+                    }
+                }
+                Thread.SpinWait(1);
             }
             CountTx(packets[..done]);
             if (done < packets.Length) Interlocked.Add(ref Dropped, packets.Length - done);

@@ -150,6 +150,8 @@ public sealed partial class VhostDevice
                 if (!HasProtocolFeature(ProtocolFeature.BackendReq))
                     return Outcome.Fail("SET_BACKEND_REQ_FD without VHOST_USER_PROTOCOL_F_BACKEND_REQ");
                 return SetBackendChannel(Take(fds, 0));
+            case VhostUserRequest.IotlbMsg:
+                return IotlbMessage(p);
             case VhostUserRequest.SendRarp:
                 return SendRarp(Payload.ReadU64(p));
             case VhostUserRequest.NetSetMtu:
@@ -220,6 +222,7 @@ public sealed partial class VhostDevice
         FeaturesSet = true;
         WithAllQueuesLocked(() =>
         {
+            ApplyIommuFeature(features);
             foreach (var q in _queues)
             {
                 q.SetFeatures(features);

@@ -239,6 +239,7 @@ public sealed partial class VhostDevice : IGuestNotifier
         WithAllQueuesLocked(() =>
         {
             foreach (var q in _queues) q.Reset();
+            ClearIotlb();
         });
         DropLog();
         Features = 0;
@@ -257,6 +258,7 @@ public sealed partial class VhostDevice : IGuestNotifier
         WithAllQueuesLocked(() =>
         {
             foreach (var q in _queues) q.Reset();
+            ClearIotlb();
             ReleaseInflightLocked();
             Memory = GuestMemory.Empty;
         });

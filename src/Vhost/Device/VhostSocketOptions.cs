@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Vhost.Memory;
 using Vhost.Protocol;
 
 namespace Vhost.Device;
@@ -53,6 +54,20 @@ public sealed class VhostSocketOptions
 
     /// <summary>Server mode: front-ends served at once; one more is refused (logged, closed). Null: no limit.</summary>
     public int? MaxConnections { get; init; }
+
+    /// <summary>
+    /// Offer VIRTIO_F_ACCESS_PLATFORM: serve a guest behind a vIOMMU, whose descriptors and rings hold IOVAs
+    /// translated through IOTLB messages (DPDK's RTE_VHOST_USER_IOMMU_SUPPORT). Needs BACKEND_REQ and REPLY_ACK,
+    /// which are offered by default. A front-end that does not negotiate it is served as without it.
+    /// </summary>
+    public bool Iommu
+    {
+        get => VirtioFeature.Has(Features, VirtioFeature.AccessPlatform);
+        set => Features = value ? Features | (1UL << VirtioFeature.AccessPlatform) : Features & ~(1UL << VirtioFeature.AccessPlatform);
+    }
+
+    /// <summary>Entries the IOTLB of one device holds; when full, the oldest goes.</summary>
+    public int IotlbCapacity { get; init; } = IoTlb.DefaultCapacity;
 
     public VhostDeviceOps? Ops { get; init; }
 

@@ -101,7 +101,12 @@ public sealed class GuestMemory
     }
 
     /// <summary>Translates a front-end virtual address range (the ring addresses of SET_VRING_ADDR).</summary>
-    public bool TryTranslateUserAddress(ulong uva, ulong length, out NativeWindow window)
+    public bool TryTranslateUserAddress(ulong uva, ulong length, out NativeWindow window) =>
+        TryTranslateUserAddress(uva, length, out window, out _);
+
+    /// <summary>Translates a front-end virtual address range inside one region, and gives its guest-physical address
+    /// (what the dirty log marks): the second step of an IOVA's translation under a vIOMMU.</summary>
+    public bool TryTranslateUserAddress(ulong uva, ulong length, out NativeWindow window, out ulong gpa)
     {
         foreach (var r in _regions)
         {
@@ -109,10 +114,12 @@ public sealed class GuestMemory
             if (uva >= r.Info.UserAddr && off < r.Info.Size && length <= r.Info.Size - off)
             {
                 window = r.Window.Slice((nuint)off, (nuint)length);
+                gpa = r.Info.GuestPhysAddr + off;
                 return true;
             }
         }
         window = default;
+        gpa = 0;
         return false;
     }
 

@@ -44,6 +44,8 @@ public static class Payload
     public const int Inflight = 24;
     public const int Log = 16;
     public const int Iotlb = 8 + 8 + 8 + 1 + 1;
+    /// <summary>struct vhost_iotlb_msg as QEMU and DPDK size it (tail padding to 8 bytes): what a miss carries.</summary>
+    public const int IotlbPadded = 32;
 
     /// <summary>In SET_VRING_KICK/CALL/ERR: the front-end sends no fd.</summary>
     public const ulong VringNoFdFlag = 1UL << 8;

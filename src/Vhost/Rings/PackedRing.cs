@@ -106,6 +106,8 @@ internal sealed partial class PackedRing : RingEngine
             string? reason = null;
             var r = WalkPacked(headFlags, segments[used..], ref chain, ref reason, out int slots, out ushort id);
             if (Q.Faulted) return n;
+            // under a vIOMMU: the chain waits in the ring for its IOTLB update, and so does everything after it
+            if (r == Walk.Miss) break;
             if (r == Walk.NoRoom)
             {
                 if (used > 0) break;
@@ -191,8 +193,8 @@ internal sealed partial class PackedRing : RingEngine
         if (!IndirectAllowed) return BadReason(ref reason, "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC");
         if (len == 0 || len % 16 != 0 || len / 16 > MaxIndirectEntries)
             return BadReason(ref reason, $"indirect table of {len} bytes (must be a non-zero multiple of 16)");
-        if (!_memory.TryTranslate(addr, len, out NativeWindow table))
-            return BadReason(ref reason, $"indirect table 0x{addr:x} (+{len}) is not inside one guest memory region");
+        var t = TranslateTable(addr, len, out NativeWindow table, ref reason);
+        if (t != Walk.Ok) return t;
         int count = (int)(len / 16);
         for (int i = 0; i < count; i++)
         {

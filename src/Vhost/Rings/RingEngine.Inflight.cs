@@ -59,6 +59,7 @@ internal abstract partial class RingEngine
             var chain = ResubmittedChain(head);
             string? reason = null;
             var r = WalkResubmitted(head, segments[used..], ref chain, ref reason);
+            if (r == Walk.Miss) break;
             if (r == Walk.NoRoom)
             {
                 if (used > 0) break;

@@ -58,6 +58,7 @@ internal abstract partial class RingEngine
         _avail = avail;
         _used = used;
         _memory = memory;
+        _iotlb = Q.Iotlb;
     }
 
     internal void Detach()
@@ -70,7 +71,8 @@ internal abstract partial class RingEngine
 
     protected void Interrupt() => Q.Interrupt();
 
-    protected bool Started => Q.Started;
+    // the rings are attached: a queue resting for IOTLB entries has none to touch
+    protected bool Started => Q.RingAttached;
 
     protected ushort _lastAvail;
     protected ushort _usedIdx;
@@ -184,7 +186,7 @@ internal abstract partial class RingEngine
     protected const int TakeAhead = 8;
 
     /// <summary>Whether Fill and Take may run: in-flight tracking, resubmissions and staged elements need the general path's bookkeeping.</summary>
-    internal bool FastPathOpen => !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian;
+    internal bool FastPathOpen => !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian && _iotlb == null;
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -247,6 +249,8 @@ internal abstract partial class RingEngine
         Ok,
         Bad,
         NoRoom,
+        /// <summary>An IOVA of the chain has no IOTLB entry yet: the chain stays in the ring until its update comes.</summary>
+        Miss,
     }
 
     /// <summary>
@@ -272,16 +276,19 @@ internal abstract partial class RingEngine
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected bool TrySingle(ulong addr, uint len, bool writable, Span<BufferSegment> segments, int at, ushort id, ushort slots, out DescriptorChain chain)
     {
-        if (len == 0 || len > MaxChainBytes || !_memory.TryTranslate(addr, len, out var w))
+        writable &= !_policy.DeviceReadsOnly;
+        NativeWindow w;
+        ulong gpa = addr;
+        if (len == 0 || len > MaxChainBytes
+            || (_iotlb == null ? !_memory.TryTranslate(addr, len, out w) : !TryTranslateIovaWhole(addr, len, writable, out w, out gpa)))
         {
             chain = default;
             return false;
         }
-        writable &= !_policy.DeviceReadsOnly;
         // only what the device will read: a read prefetch of a buffer the driver reads back after we write it
         // cost 40 % of enqueue's rate on the Fill path (A/B with the prefetch switched every 5 s)
         if (!writable) w.Prefetch();
-        segments[at] = new BufferSegment { Window = w, GuestAddress = addr, IsWritable = writable };
+        segments[at] = new BufferSegment { Window = w, GuestAddress = gpa, IsWritable = writable };
         chain = new DescriptorChain
         {
             Id = id,
@@ -307,7 +314,12 @@ internal abstract partial class RingEngine
         }
         writable &= !_policy.DeviceReadsOnly;
         int at = chain.SegmentCount;
-        if (_memory.TryTranslate(addr, len, out var w))
+        if (_iotlb != null)
+        {
+            var r = AddIovaPieces(addr, len, writable, segments, ref chain, ref reason);
+            if (r != Walk.Ok) return r;
+        }
+        else if (_memory.TryTranslate(addr, len, out var w))
         {
             if (at >= segments.Length) return Walk.NoRoom;
             w.Prefetch();

@@ -45,6 +45,12 @@ public interface IGuestNotifier
 
     /// <summary>The queue saw input it cannot trust; the device must stop. Called once per fault.</summary>
     void QueueFaulted(Virtqueue queue, string reason);
+
+    /// <summary>Under a vIOMMU: asks the front-end for the translation of <paramref name="iova"/> (an IOTLB miss).
+    /// Must not block; any thread.</summary>
+    void IotlbMiss(Virtqueue queue, ulong iova, Memory.IotlbAccess access)
+    {
+    }
 }
 
 /// <summary>

@@ -89,6 +89,8 @@ internal sealed partial class SplitRing : RingEngine
             var r = head < Size
                 ? WalkSplit(head, segments[used..], ref chain, ref reason)
                 : Walk.Bad;
+            // under a vIOMMU: the chain waits in the ring for its IOTLB update, and so does everything after it
+            if (r == Walk.Miss) break;
             if (r == Walk.NoRoom)
             {
                 if (used > 0) break;
@@ -147,11 +149,8 @@ internal sealed partial class SplitRing : RingEngine
                     reason = $"indirect table of {len} bytes (must be a non-zero multiple of 16)";
                     return Walk.Bad;
                 }
-                if (!_memory.TryTranslate(addr, len, out table))
-                {
-                    reason = $"indirect table 0x{addr:x} (+{len}) is not inside one guest memory region";
-                    return Walk.Bad;
-                }
+                var t = TranslateTable(addr, len, out table, ref reason);
+                if (t != Walk.Ok) return t;
                 indirect = true;
                 tableSize = (int)(len / 16);
                 limit = tableSize;

@@ -76,7 +76,7 @@ public sealed partial class Virtqueue
             burst = default;
             return false;
         }
-        if (!Started || Faulted)
+        if (!Started || Faulted || (_parked != Parked.None && !TryUnpark()))
         {
             AccessLock.Exit();
             burst = default;
@@ -467,16 +467,25 @@ public sealed partial class Virtqueue
     internal string? Start(GuestMemory memory)
     {
         MatchEngine();
-        if (Translate(memory) is { } error) return error;
+        if (Translate(memory, out bool missed) is { } error) return error;
         Faulted = false;
         Started = true;
+        if (missed)
+        {
+            // under a vIOMMU the rings wait for their IOTLB entries: the engine starts when they come
+            _memory = memory;
+            _parked = Parked.Start;
+            return null;
+        }
+        _parked = Parked.None;
         _ring.Start();
         return null;
     }
 
     /// <summary>The ring windows for the current addresses in <paramref name="memory"/>, checked; nothing else changes.</summary>
-    private string? Translate(GuestMemory memory)
+    private string? Translate(GuestMemory memory, out bool missed)
     {
+        missed = false;
         if (Address is not { } a) return "ring addresses not set";
         if (Size == 0) return "ring size not set";
         // SET_VRING_NUM, SET_VRING_BASE and SET_FEATURES may come in any order, so each was checked only
@@ -487,19 +496,35 @@ public sealed partial class Virtqueue
         ulong descLen = 16 * n;
         ulong availLen = IsPacked ? 4 : 6 + 2 * n;
         ulong usedLen = IsPacked ? 4 : 6 + 8 * n;
-        if (!memory.TryTranslateUserAddress(a.DescUserAddr, descLen, out var desc))
-            return $"descriptor table 0x{a.DescUserAddr:x} (+{descLen}) is not inside guest memory";
-        if (!memory.TryTranslateUserAddress(a.AvailUserAddr, availLen, out var avail))
-            return $"{(IsPacked ? "driver event area" : "avail ring")} 0x{a.AvailUserAddr:x} (+{availLen}) is not inside guest memory";
-        if (!memory.TryTranslateUserAddress(a.UsedUserAddr, usedLen, out var used))
-            return $"{(IsPacked ? "device event area" : "used ring")} 0x{a.UsedUserAddr:x} (+{usedLen}) is not inside guest memory";
+        ulong descUva = a.DescUserAddr, availUva = a.AvailUserAddr, usedUva = a.UsedUserAddr;
+        if (Iotlb is { } tlb)
+        {
+            // under a vIOMMU the three addresses are IOVAs: each goes through the IOTLB first
+            string? bad = null;
+            descUva = RingIova(tlb, a.DescUserAddr, descLen, IsPacked ? IotlbAccess.ReadWrite : IotlbAccess.Read, "descriptor table", ref missed, ref bad);
+            availUva = RingIova(tlb, a.AvailUserAddr, availLen, IotlbAccess.Read, IsPacked ? "driver event area" : "avail ring", ref missed, ref bad);
+            usedUva = RingIova(tlb, a.UsedUserAddr, usedLen, IotlbAccess.Write, IsPacked ? "device event area" : "used ring", ref missed, ref bad);
+            if (bad != null) return bad;
+            if (missed) return null;
+        }
+        if (!memory.TryTranslateUserAddress(descUva, descLen, out var desc))
+            return $"descriptor table 0x{descUva:x} (+{descLen}) is not inside guest memory";
+        if (!memory.TryTranslateUserAddress(availUva, availLen, out var avail))
+            return $"{(IsPacked ? "driver event area" : "avail ring")} 0x{availUva:x} (+{availLen}) is not inside guest memory";
+        if (!memory.TryTranslateUserAddress(usedUva, usedLen, out var used))
+            return $"{(IsPacked ? "device event area" : "used ring")} 0x{usedUva:x} (+{usedLen}) is not inside guest memory";
         if (!IsPacked && (a.DescUserAddr % 16 != 0 || a.AvailUserAddr % 2 != 0 || a.UsedUserAddr % 4 != 0))
             return "ring addresses not aligned as the virtio spec requires";
         // what the dirty log marks for ring writes: the front-end's used ring log address when it gives one
-        // (VHOST_VRING_F_LOG), else where the ring lies in guest-physical space
-        memory.TryUserToGuestPhys(a.DescUserAddr, out ulong descGpa);
+        // (VHOST_VRING_F_LOG; an IOVA under a vIOMMU, so there the translated ring's own address serves), else
+        // where the ring lies in guest-physical space
+        memory.TryUserToGuestPhys(descUva, out ulong descGpa);
         ulong usedGpa;
-        if ((a.Flags & VringAddress.FlagLog) != 0)
+        if (Iotlb != null)
+        {
+            memory.TryUserToGuestPhys(usedUva, out usedGpa);
+        }
+        else if ((a.Flags & VringAddress.FlagLog) != 0)
         {
             if (!memory.TryTranslate(a.LogGuestAddr, usedLen, out _))
                 return $"used ring log address 0x{a.LogGuestAddr:x} (+{usedLen}) is not inside guest memory";
@@ -515,6 +540,27 @@ public sealed partial class Virtqueue
         return null;
     }
 
+    /// <summary>A ring's IOVA range to a front-end address through the IOTLB; asks for what is missing.</summary>
+    private ulong RingIova(IoTlb tlb, ulong iova, ulong length, IotlbAccess need, string what, ref bool missed, ref string? bad)
+    {
+        ulong got = tlb.Translate(iova, length, need, out ulong uva, out ulong missAt, out bool denied);
+        if (got == length) return uva;
+        if (got > 0 && (tlb.Translate(missAt, 1, need, out _, out _, out denied) > 0 || denied))
+        {
+            bad ??= $"{what} at IOVA 0x{iova:x} (+{length}) is not contiguous in front-end memory";
+            return 0;
+        }
+        if (denied)
+        {
+            bad ??= $"{what} at IOVA 0x{iova:x} is mapped without the access the device needs";
+            return 0;
+        }
+        if (tlb.NoteMiss(missAt, need, Environment.TickCount64)) SendIotlbMiss(missAt, need);
+        missed = true;
+        AwaitingIotlb = true;
+        return 0;
+    }
+
     /// <summary>
     /// The memory table or the ring addresses changed while the queue was running: translate again and go on
     /// where the ring was. Indexes, staged and held used elements and in-flight tracking are kept: requests
@@ -525,12 +571,29 @@ public sealed partial class Virtqueue
     {
         _memory = memory;
         if (!Started) return null;
-        if (Translate(memory) is { } error)
+        if (Translate(memory, out bool missed) is { } error)
         {
             Started = false;
+            _parked = Parked.None;
             _ring.Detach();
             return error;
         }
+        if (missed)
+        {
+            if (_parked == Parked.None)
+            {
+                // an invalidation took the rings' IOTLB entries: nothing taken stays out, and the ring rests,
+                // indexes and staged used elements kept, until the entries come back
+                _ring.ReturnHeldTaken();
+                _ring.FlushLog();
+                _parked = Parked.Resume;
+                _ring.Detach();
+            }
+            return null;
+        }
+        var was = _parked;
+        _parked = Parked.None;
+        if (was == Parked.Start) _ring.Start();
         return null;
     }
 
@@ -544,6 +607,7 @@ public sealed partial class Virtqueue
         uint b = _ring.GetBase();
         _base = b;
         Started = false;
+        _parked = Parked.None;
         _draining = false;
         _ring.Detach();
         return b;

@@ -56,6 +56,10 @@ public sealed record DeviceSetupOptions
     /// <summary>Send SET_STATUS (ACKNOWLEDGE|DRIVER|FEATURES_OK, later DRIVER_OK) when STATUS is negotiated.</summary>
     public bool SendStatus { get; init; }
 
+    /// <summary>What SET_VRING_ADDR carries for a ring at a guest-physical address: null means its front-end
+    /// virtual address; under a vIOMMU, the ring's IOVA.</summary>
+    public Func<ulong, ulong>? RingAddress { get; init; }
+
     public static ulong ProtocolBits(params ReadOnlySpan<ProtocolFeature> features)
     {
         ulong v = 0;
@@ -276,7 +280,8 @@ public sealed class DeviceSetup : IDisposable
         ulong desc = Memory.Allocate(descLen, align);
         ulong avail = Memory.Allocate(availLen, align);
         ulong used = Memory.Allocate(usedLen, align);
-        var address = new VringAddress(index, 0, Memory.Uva(desc), Memory.Uva(used), Memory.Uva(avail), 0);
+        var at = Options.RingAddress ?? Memory.Uva;
+        var address = new VringAddress(index, 0, at(desc), at(used), at(avail), 0);
         SafeFd? kick = Options.PollingKick ? null : EventFd.Create(nonBlocking: true);
         SafeFd? call = null;
         try

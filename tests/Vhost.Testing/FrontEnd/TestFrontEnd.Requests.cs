@@ -178,10 +178,10 @@ public sealed partial class TestFrontEnd
     public ulong? SetLogFd(SafeFd fd, bool needReply = false) =>
         SendSet(VhostUserRequest.SetLogFd, default, [fd], needReply);
 
-    /// <summary>IOTLB_MSG; the back-end always acknowledges with a u64.</summary>
+    /// <summary>IOTLB_MSG with NEED_REPLY, as QEMU sends every one; the acknowledgement (0: done).</summary>
     public ulong SendIotlb(in IotlbPayload message)
     {
-        Send(VhostUserRequest.IotlbMsg, VhostUserPayload.Iotlb(message));
+        Send(VhostUserRequest.IotlbMsg, VhostUserPayload.Iotlb(message), needReply: true);
         return ReadAck(VhostUserRequest.IotlbMsg);
     }
 
