@@ -471,32 +471,15 @@ internal sealed class NetForwarder : IDisposable
             Interlocked.Add(ref TxBytes, bytes);
         }
 
-        private const long IotlbWaitMilliseconds = 20;
-
         /// <summary>Sends, retrying briefly while the guest refills its ring, then drops what is left.</summary>
         public void Send(VhostDevice dev, int queue, ReadOnlySpan<Packet> packets)
         {
             int done = 0;
-            long iotlbDeadline = 0;
             for (int tries = 0; done < packets.Length && tries < 64; tries++)
             {
                 int n = VirtioNet.EnqueueBurst(dev, queue, packets[done..]);
                 done += n;
-                if (n != 0) continue;
-                // behind a vIOMMU the guest's buffers may wait for their IOTLB update (a round trip to QEMU): wait for
-                // it a little, outside the lease, rather than drop the frame
-                if (dev.Queue(queue).AwaitingIotlb)
-                {
-                    long now = Environment.TickCount64;
-                    if (iotlbDeadline == 0) iotlbDeadline = now + IotlbWaitMilliseconds;
-                    if (now < iotlbDeadline)
-                    {
-                        Thread.Yield();
-                        tries--;
-                        continue;
-                    }
-                }
-                Thread.SpinWait(1);
+                if (n == 0) Thread.SpinWait(1);
             }
             CountTx(packets[..done]);
             if (done < packets.Length) Interlocked.Add(ref Dropped, packets.Length - done);

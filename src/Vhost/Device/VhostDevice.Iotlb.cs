@@ -65,6 +65,7 @@ public sealed partial class VhostDevice
                 WithAllQueuesLocked(() =>
                 {
                     tlb.Insert(iova, size, uaddr, perm);
+                    _logger.LogTrace("device {Id}: IOTLB update 0x{Iova:x} +0x{Size:x} perm {Perm}", Id, iova, size, perm);
                     foreach (var q in _queues) WakeAfterUpdate(q);
                 });
                 return Outcome.Ok;
@@ -142,6 +143,7 @@ public sealed partial class VhostDevice
         try
         {
             channel.Send(msg);
+            _logger.LogTrace("device {Id}: queue {Queue}: IOTLB miss 0x{Iova:x} {Access} sent", Id, queue.Index, iova, access);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
