@@ -535,6 +535,9 @@ public sealed partial class Virtqueue
             memory.TryUserToGuestPhys(a.UsedUserAddr, out usedGpa);
         }
         UsedRingGuestAddress = usedGpa;
+        if (Iotlb != null)
+            _logger.LogDebug("queue {Queue}: rings at IOVAs 0x{Desc:x} 0x{Avail:x} 0x{Used:x}, guest-physical 0x{DescGpa:x} and 0x{UsedGpa:x}",
+                Index, a.DescUserAddr, a.AvailUserAddr, a.UsedUserAddr, descGpa, usedGpa);
         _ring.Attach(desc, avail, used, memory, descGpa, usedGpa);
         _memory = memory;
         return null;
