@@ -55,6 +55,39 @@ public sealed partial class CryptoInteropTests(ITestOutputHelper output)
             ["-object", "cryptodev-backend-builtin,id=cryptodev0", "-device", "virtio-crypto-pci,cryptodev=cryptodev0"], dir, T), "builtin");
     }
 
+    [Fact]
+    public async Task AfAlgBuffersOf16BytesTo64KiBMatchTheSoftwareCipher()
+    {
+        using var dir = new PeerTempDir("crypto");
+        var guest = BuildAfAlgGuest(dir);
+        var sock = dir.File("c.sock");
+        using var tool = VhostTool.StartCrypto(dir, sock);
+        var r = await QemuGuest.RunAsync(SharedHarness.LocalGuestScript("crypto-afalg.sh"), VhostUserDevice(sock), dir, T, guest);
+        output.WriteLine($"AF_ALG: guest {r.ExitCode} in {r.Elapsed.TotalSeconds:F1} s");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("virtio_crypto_aes_cbc NIST SP 800-38A F.2.1 ok", r.Console, StringComparison.Ordinal);
+        Assert.Contains("65536 bytes AES-256 ok", r.Console, StringComparison.Ordinal);
+        Assert.Contains("afalg: 24 sizes ok", r.Console, StringComparison.Ordinal);
+        Assert.Equal(0, tool.Interrupt(TimeSpan.FromSeconds(20)));
+        Assert.Matches(TotalsLine(), tool.Output);
+        Assert.Equal("0", TotalsLine().Match(tool.Output).Groups["refused"].Value);
+    }
+
+    /// <summary>The shared guest plus the AF_ALG test program (gcc -static), built into the test's directory.</summary>
+    private static string BuildAfAlgGuest(PeerTempDir dir)
+    {
+        var bin = Path.Combine(dir.File("extra"), "bin");
+        Directory.CreateDirectory(bin);
+        var src = Path.Combine(SharedHarness.RepoRoot, "tests", "Vhost.Interop.Tests", "guest-tools", "afalg-cbc.c");
+        var cc = ProcessRunner.Run("gcc", ["-static", "-O2", "-o", Path.Combine(bin, "afalg-cbc"), src], TimeSpan.FromMinutes(2));
+        Assert.True(cc.ExitCode == 0, $"gcc: {cc.Output}");
+        var guest = dir.File("guest");
+        var b = ProcessRunner.Run("bash", [SharedHarness.Script("build-guest.sh"), guest], TimeSpan.FromMinutes(5),
+            new Dictionary<string, string> { ["GUEST_EXTRA"] = dir.File("extra") });
+        Assert.True(b.ExitCode == 0, $"build-guest.sh: {b.Output}");
+        return guest;
+    }
+
     [GeneratedRegex(@"totals over [\d.]+ s: (?<requests>\d+) requests, \d+ bytes, (?<sessions>\d+) sessions, (?<refused>\d+) refused")]
     private static partial Regex TotalsLine();
 }

@@ -31,13 +31,13 @@ public sealed class QemuGuest : PeerProcess
     public Task<GuestResult> Completion { get; }
 
     /// <summary>Starts the guest (building it first if needed) and returns at once.</summary>
-    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null) =>
-        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), SharedHarness.GuestDir());
+    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? guestDir = null) =>
+        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), guestDir ?? SharedHarness.GuestDir());
 
     /// <summary>Runs a guest to the end: <c>guest-run.sh GUESTDIR SCRIPT ARGS...</c>.</summary>
-    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null)
+    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? guestDir = null)
     {
-        using var g = Start(script, qemuArgs, dir, timeout);
+        using var g = Start(script, qemuArgs, dir, timeout, guestDir);
         return await g.Completion.ConfigureAwait(false);
     }
 
