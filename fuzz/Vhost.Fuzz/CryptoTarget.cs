@@ -8,7 +8,7 @@ namespace Vhost.Fuzz;
 /// Target (g): virtio-crypto data requests. One option byte (bit 0: a 64-byte data limit instead of 4 KiB), then a
 /// ring as <see cref="FuzzRing"/> lays it out, whose chains go through <see cref="CryptoRequestProcessor.Process"/>
 /// with sessions 1..11 open (AES-CBC encrypt and decrypt, AES-ECB, 3DES-CBC, AES-CBC+HMAC-SHA256 both orders,
-/// SHA-256, HMAC-SHA1, AES-GCM, AES-CCM, ChaCha20-Poly1305) and session 12 closed. Besides anything thrown, the used
+/// SHA-256, HMAC-SHA1, AES-GCM, AES-CCM, ChaCha20-Poly1305), session 12 closed and 13 an RSA-1024 private key. Besides anything thrown, the used
 /// length must fit the chain's writable bytes and the status byte must be one the spec knows.
 /// </summary>
 internal static class CryptoTarget
@@ -53,6 +53,20 @@ internal static class CryptoTarget
         Open(sessions, VirtioCryptoSpec.AeadCreateSession, SymOpType.None, (uint)AeadAlgorithm.ChaCha20Poly1305, chacha, 1, HashMode.None, 0, 16);
         Open(sessions, cipher, SymOpType.Cipher, (uint)CipherAlgorithm.AesCbc, aes, 1);
         sessions.Close(12);
+        // 13: RSA-1024 private key, PKCS#1 v1.5 with SHA-256 (one key per process: what it is does not steer the checks)
+        using (var rsa = System.Security.Cryptography.RSA.Create(1024))
+        {
+            var p = new byte[SessionMessage.LargeSize];
+            BinaryPrimitives.WriteUInt64LittleEndian(p, VirtioCryptoSpec.AkcipherCreateSession);
+            var der = rsa.ExportRSAPrivateKey();
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(8), (uint)AkcipherAlgorithm.Rsa);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(12), (uint)AkcipherKeyType.Private);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(16), (uint)der.Length);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(20), (uint)RsaPadding.Pkcs1);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(24), (uint)RsaHash.Sha256);
+            der.CopyTo(p, 40);
+            if (sessions.CreateAsym(SessionMessage.ReadAsym(p), out var error) != 13) throw new InvalidOperationException($"fuzz RSA session refused: {error}");
+        }
         return new CryptoRequestProcessor(sessions, 0, variant == 1 ? 64 : 4096, 256, Stats, Log.Logger);
     }
 
@@ -112,9 +126,13 @@ internal static class CryptoSessionTarget
         var p = new byte[size];
         data[1..Math.Min(data.Length, size + 1)].CopyTo(p);
         if (SessionMessage.Identify(p, out _) is not { } layout) return;
-        if (layout == SessionLayout.Qemu81 && !SessionMessage.IsSymCreate(SessionMessage.LargeOpCode(p))) return;
-        var info = SessionMessage.Read(p, layout);
-        long id = Sessions.Create(info, out _);
+        long id;
+        if (layout == SessionLayout.Qemu81 && SessionMessage.LargeOpCode(p) == VirtioCryptoSpec.AkcipherCreateSession)
+            id = Sessions.CreateAsym(SessionMessage.ReadAsym(p), out _);
+        else if (layout == SessionLayout.Qemu81 && !SessionMessage.IsSymCreate(SessionMessage.LargeOpCode(p)))
+            return;
+        else
+            id = Sessions.Create(SessionMessage.Read(p, layout), out _);
         if (id == 0 || id < -(long)CryptoStatus.KeyRejected) throw new InvalidOperationException($"session id {id}");
         if (id > 0 && !Sessions.Close((ulong)id)) throw new InvalidOperationException($"session {id} could not be closed");
     }

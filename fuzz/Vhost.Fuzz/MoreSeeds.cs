@@ -119,6 +119,7 @@ internal static class MoreSeeds
             ("ccm", CryptoRequest(0x300, 10, 13, 0, 64, 72, 8), 13, 64, 72),
             ("chacha", CryptoRequest(0x301, 11, 12, 0, 64, 48, 16), 12, 64, 48),
             ("closed", CryptoRequest(0x000, 12, 16, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 16, 64, 64),
+            ("rsa-sign", CryptoRequest(0x402, 13, 32, 128), 0, 32, 128),
         };
         foreach (var (name, request, ivLen, srcLen, dstLen) in cases)
         {

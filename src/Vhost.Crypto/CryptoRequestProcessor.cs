@@ -70,7 +70,8 @@ internal sealed partial class CryptoRequestProcessor
         ulong sessionId = BinaryPrimitives.ReadUInt64LittleEndian(req[DataRequest.SessionId..]);
         bool cipherOp = opcode == VirtioCryptoSpec.CipherEncrypt || opcode == VirtioCryptoSpec.CipherDecrypt;
         bool aeadOp = opcode == VirtioCryptoSpec.AeadEncrypt || opcode == VirtioCryptoSpec.AeadDecrypt;
-        if (!cipherOp && !aeadOp && opcode != VirtioCryptoSpec.Hash && opcode != VirtioCryptoSpec.Mac)
+        bool akOp = opcode >= VirtioCryptoSpec.AkcipherEncrypt && opcode <= VirtioCryptoSpec.AkcipherVerify;
+        if (!cipherOp && !aeadOp && !akOp && opcode != VirtioCryptoSpec.Hash && opcode != VirtioCryptoSpec.Mac)
         {
             Interlocked.Increment(ref _stats._notSupported);
             LogNotSupported(_logger, _queue, chain.Id, opcode);
@@ -90,6 +91,7 @@ internal sealed partial class CryptoRequestProcessor
                 SessionKind.Cipher or SessionKind.Chain => cipherOp,
                 SessionKind.Hash => opcode == VirtioCryptoSpec.Hash,
                 SessionKind.Mac => opcode == VirtioCryptoSpec.Mac,
+                SessionKind.Akcipher => akOp,
                 _ => aeadOp,
             };
             if (!fits) return Refuse(chain.Id, "opcode does not match the session's service");
@@ -100,6 +102,7 @@ internal sealed partial class CryptoRequestProcessor
                     SessionKind.Cipher => Cipher(chain, session, req, readable, writable),
                     SessionKind.Chain => Chain(chain, session, req, readable, writable),
                     SessionKind.Hash or SessionKind.Mac => Digest(chain, session, req, readable, writable),
+                    SessionKind.Akcipher => Akcipher(chain, session, opcode, req, readable, writable),
                     _ => Aead(chain, session, opcode == VirtioCryptoSpec.AeadEncrypt, req, readable, writable),
                 };
             }
@@ -227,6 +230,70 @@ internal sealed partial class CryptoRequestProcessor
             Scatter(writable, 0, pt);
         }
         return Ok(srcLen);
+    }
+
+    /// <summary>
+    /// RSA with PKCS#1 v1.5 padding. Encrypt and decrypt: source readable, destination writable (the result at its
+    /// start, the rest zeroed). Sign: the source is the digest, the destination the signature. Verify: source (the
+    /// signature) and destination (the digest) both device-readable; BADMSG when they do not match.
+    /// </summary>
+    private CryptoStatus Akcipher(in DescriptorChain chain, CryptoSession s, uint opcode, ReadOnlySpan<byte> req,
+        ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable)
+    {
+        uint srcLen = U32(req, DataRequest.AkSrcLen), dstLen = U32(req, DataRequest.AkDstLen);
+        bool verify = opcode == VirtioCryptoSpec.AkcipherVerify;
+        string? bad = CheckLengths(chain, 0, 0, srcLen, verify ? 0 : dstLen, 0);
+        if (bad == null && verify && (dstLen > MaxDigest || (ulong)DataRequest.Size + srcLen + dstLen > chain.ReadableBytes))
+            bad = "signature and digest run past the readable descriptors";
+        if (bad != null) return Refuse(chain.Id, bad);
+        var rsa = s.Rsa!;
+        int keyBytes = rsa.KeySize / 8;
+        bool needsPrivate = opcode == VirtioCryptoSpec.AkcipherDecrypt || opcode == VirtioCryptoSpec.AkcipherSign;
+        if (needsPrivate && !s.PrivateKey) return Refuse(chain.Id, "a public-key session cannot decrypt or sign");
+        var src = _in.AsSpan(0, (int)srcLen);
+        Gather(readable, DataRequest.Size, src);
+        var dst = _out.AsSpan(0, verify ? 0 : (int)dstLen);
+        dst.Clear();
+        if (opcode == VirtioCryptoSpec.AkcipherEncrypt)
+        {
+            if (dstLen < keyBytes) return Refuse(chain.Id, "destination shorter than the key");
+            if (!rsa.TryEncrypt(src, dst, RSAEncryptionPadding.Pkcs1, out _)) return Refuse(chain.Id, "plaintext too long for the key");
+        }
+        else if (opcode == VirtioCryptoSpec.AkcipherDecrypt)
+        {
+            if (srcLen != keyBytes) return Refuse(chain.Id, "ciphertext is not the key's size");
+            if (!rsa.TryDecrypt(src, dst, RSAEncryptionPadding.Pkcs1, out _)) return Refuse(chain.Id, "destination too short for the plaintext");
+        }
+        else if (opcode == VirtioCryptoSpec.AkcipherSign)
+        {
+            if (s.RsaHashSize == 0) return NotSupported(chain.Id, opcode);
+            if (srcLen != s.RsaHashSize) return Refuse(chain.Id, "digest is not the session hash's size");
+            if (dstLen < keyBytes) return Refuse(chain.Id, "destination shorter than the key");
+            if (!rsa.TrySignHash(src, dst, s.RsaHash, RSASignaturePadding.Pkcs1, out _)) return Refuse(chain.Id, "signature did not fit");
+        }
+        else
+        {
+            if (s.RsaHashSize == 0) return NotSupported(chain.Id, opcode);
+            if (dstLen != s.RsaHashSize) return Refuse(chain.Id, "digest is not the session hash's size");
+            Span<byte> digest = stackalloc byte[MaxDigest];
+            digest = digest[..(int)dstLen];
+            Gather(readable, DataRequest.Size + srcLen, digest);
+            if (!rsa.VerifyHash(digest, src, s.RsaHash, RSASignaturePadding.Pkcs1))
+            {
+                Interlocked.Increment(ref _stats._badMessages);
+                return CryptoStatus.BadMsg;
+            }
+            return Ok(srcLen);
+        }
+        Scatter(writable, 0, dst);
+        return Ok(srcLen);
+    }
+
+    private CryptoStatus NotSupported(ushort id, uint opcode)
+    {
+        Interlocked.Increment(ref _stats._notSupported);
+        LogNotSupported(_logger, _queue, id, opcode);
+        return CryptoStatus.NotSupp;
     }
 
     private static void Transform(CryptoSession s, ReadOnlySpan<byte> src, ReadOnlySpan<byte> iv, Span<byte> dst)

@@ -10,6 +10,7 @@ internal enum SessionKind
     Hash,
     Mac,
     Aead,
+    Akcipher,
 }
 
 /// <summary>
@@ -51,6 +52,12 @@ internal sealed class CryptoSession
     public ChaCha20Poly1305? ChaCha;
     public int TagLen;
 
+    // akcipher (RSA with PKCS#1 v1.5 padding)
+    public RSA? Rsa;
+    public bool PrivateKey;
+    public HashAlgorithmName RsaHash;
+    public int RsaHashSize;
+
     /// <summary>A request starts using the session; false once it was closed.</summary>
     public bool TryEnter()
     {
@@ -80,13 +87,14 @@ internal sealed class CryptoSession
         Gcm?.Dispose();
         Ccm?.Dispose();
         ChaCha?.Dispose();
+        Rsa?.Dispose();
         if (MacKey != null) CryptographicOperations.ZeroMemory(MacKey);
     }
 
     /// <summary>Computes the digest or MAC of <paramref name="data"/> into <paramref name="result"/> (at least <see cref="DigestSize"/> bytes).</summary>
     public void Digest(ReadOnlySpan<byte> data, Span<byte> result)
     {
-        int n = (HashAlg, MacKey) switch
+        _ = (HashAlg, MacKey) switch
         {
             (HashAlgorithm.Md5, null) => MD5.HashData(data, result),
             (HashAlgorithm.Sha1, null) => SHA1.HashData(data, result),
@@ -100,7 +108,6 @@ internal sealed class CryptoSession
             (HashAlgorithm.Sha512, { } k) => HMACSHA512.HashData(k, data, result),
             _ => throw new InvalidOperationException($"hash {HashAlg} was accepted at session creation"),
         };
-        _ = n;
     }
 
     public static int DigestSizeOf(HashAlgorithm alg) => alg switch

@@ -44,6 +44,64 @@ internal sealed class CryptoSessions
         return id;
     }
 
+    /// <summary>Creates an akcipher (RSA) session; returns its id, or a negative virtio status with the reason.</summary>
+    public long CreateAsym(in AsymSessionInfo info, out string? error)
+    {
+        if (_sessions.Count >= _maxSessions)
+        {
+            error = $"{_maxSessions} sessions already open";
+            return -(long)CryptoStatus.NoSpc;
+        }
+        long id = Interlocked.Increment(ref _nextId);
+        var status = BuildAsym(id, info, out var session, out error);
+        if (status != CryptoStatus.Ok) return -(long)status;
+        _sessions[id] = session!;
+        return id;
+    }
+
+    private static CryptoStatus BuildAsym(long id, in AsymSessionInfo info, out CryptoSession? session, out string? error)
+    {
+        session = null;
+        error = null;
+        if ((AkcipherAlgorithm)info.Algorithm != AkcipherAlgorithm.Rsa) return NotSupp($"akcipher {(AkcipherAlgorithm)info.Algorithm}", out error);
+        if ((RsaPadding)info.Padding != RsaPadding.Pkcs1) return NotSupp($"RSA padding {(RsaPadding)info.Padding}", out error);
+        if (info.KeyType is not ((uint)AkcipherKeyType.Public or (uint)AkcipherKeyType.Private)) return Err($"key type {info.KeyType}", out error);
+        if (info.KeyLen == 0 || info.KeyLen > SessionMessage.MaxAsymKey) return Err($"RSA key of {info.KeyLen} bytes", out error);
+        (HashAlgorithmName name, int size) = (RsaHash)info.Hash switch
+        {
+            RsaHash.None => (default(HashAlgorithmName), 0),
+            RsaHash.Sha1 => (HashAlgorithmName.SHA1, 20),
+            RsaHash.Sha256 => (HashAlgorithmName.SHA256, 32),
+            RsaHash.Sha384 => (HashAlgorithmName.SHA384, 48),
+            RsaHash.Sha512 => (HashAlgorithmName.SHA512, 64),
+            var h => (default(HashAlgorithmName), -1),
+        };
+        if (size < 0) return NotSupp($"RSA hash {(RsaHash)info.Hash}", out error);
+        var rsa = RSA.Create();
+        try
+        {
+            // virtio and Linux pass PKCS#1 DER: RSAPublicKey or RSAPrivateKey
+            bool isPrivate = info.KeyType == (uint)AkcipherKeyType.Private;
+            int read;
+            if (isPrivate) rsa.ImportRSAPrivateKey(info.Key, out read);
+            else rsa.ImportRSAPublicKey(info.Key, out read);
+            if (read != info.Key.Length)
+            {
+                rsa.Dispose();
+                error = $"{info.Key.Length - read} bytes after the DER key";
+                return CryptoStatus.KeyRejected;
+            }
+            session = new CryptoSession(id, SessionKind.Akcipher) { Rsa = rsa, PrivateKey = isPrivate, RsaHash = name, RsaHashSize = size };
+            return CryptoStatus.Ok;
+        }
+        catch (CryptographicException e)
+        {
+            rsa.Dispose();
+            error = $"the RSA key was rejected: {e.Message}";
+            return CryptoStatus.KeyRejected;
+        }
+    }
+
     public bool Close(ulong id)
     {
         if (id > long.MaxValue || !_sessions.TryRemove((long)id, out var s)) return false;

@@ -31,6 +31,17 @@ internal ref struct SymSessionInfo
     public ReadOnlySpan<byte> AuthKey;
 }
 
+/// <summary>The akcipher session parameters of the 8.1 layout (QEMU's CryptoDevBackendAsymSessionInfo), copied out of the message.</summary>
+internal ref struct AsymSessionInfo
+{
+    public uint Algorithm;
+    public uint KeyType;
+    public uint KeyLen;
+    public uint Padding;
+    public uint Hash;
+    public ReadOnlySpan<byte> Key;
+}
+
 /// <summary>Tells the layouts apart by size and content and reads the parameters.</summary>
 internal static class SessionMessage
 {
@@ -75,6 +86,24 @@ internal static class SessionMessage
         SessionLayout.Qemu71 => ReadSym(p, 8, VirtioCryptoSpec.CipherCreateSession),
         _ => ReadSym(p, 8, (uint)LargeOpCode(p)),
     };
+
+    public const int MaxAsymKey = 1024;
+    private const int AsymKeyOffset = 40;
+
+    /// <summary>The 8.1 layout's akcipher parameters (algo, keytype, keylen, RSA padding and hash, a pointer, key[1024]).</summary>
+    public static AsymSessionInfo ReadAsym(ReadOnlySpan<byte> p)
+    {
+        var s = new AsymSessionInfo
+        {
+            Algorithm = BinaryPrimitives.ReadUInt32LittleEndian(p[8..]),
+            KeyType = BinaryPrimitives.ReadUInt32LittleEndian(p[12..]),
+            KeyLen = BinaryPrimitives.ReadUInt32LittleEndian(p[16..]),
+            Padding = BinaryPrimitives.ReadUInt32LittleEndian(p[20..]),
+            Hash = BinaryPrimitives.ReadUInt32LittleEndian(p[24..]),
+        };
+        s.Key = p.Slice(AsymKeyOffset, (int)Math.Min(s.KeyLen, MaxAsymKey));
+        return s;
+    }
 
     public static bool IsSymCreate(ulong opCode) =>
         opCode == VirtioCryptoSpec.CipherCreateSession || opCode == VirtioCryptoSpec.HashCreateSession ||

@@ -167,10 +167,14 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
         if (SessionMessage.Identify(request, out var error) is not { } layout) return error;
         int idAt = SessionMessage.SessionIdOffset(layout);
         long id;
-        if (layout == SessionLayout.Qemu81 && !SessionMessage.IsSymCreate(SessionMessage.LargeOpCode(request)))
+        if (layout == SessionLayout.Qemu81 && SessionMessage.LargeOpCode(request) == VirtioCryptoSpec.AkcipherCreateSession)
         {
-            ulong op = SessionMessage.LargeOpCode(request);
-            error = op == VirtioCryptoSpec.AkcipherCreateSession ? "akcipher (RSA) sessions are not supported yet" : $"session op code 0x{op:x} is not supported";
+            var asym = SessionMessage.ReadAsym(request);
+            id = State(device).Sessions.CreateAsym(asym, out error);
+        }
+        else if (layout == SessionLayout.Qemu81 && !SessionMessage.IsSymCreate(SessionMessage.LargeOpCode(request)))
+        {
+            error = $"session op code 0x{SessionMessage.LargeOpCode(request):x} is not supported";
             id = -(long)CryptoStatus.NotSupp;
         }
         else

@@ -21,6 +21,33 @@ public static class VirtioCryptoSpec
     public static readonly uint Mac = Opcode(ServiceMac, 0);
     public static readonly uint AeadEncrypt = Opcode(ServiceAead, 0);
     public static readonly uint AeadDecrypt = Opcode(ServiceAead, 1);
+    public static readonly uint AkcipherEncrypt = Opcode(ServiceAkcipher, 0);
+    public static readonly uint AkcipherDecrypt = Opcode(ServiceAkcipher, 1);
+    public static readonly uint AkcipherSign = Opcode(ServiceAkcipher, 2);
+    public static readonly uint AkcipherVerify = Opcode(ServiceAkcipher, 3);
+}
+
+/// <summary>VIRTIO_CRYPTO_AKCIPHER_*, the key types and the RSA session parameters.</summary>
+public enum AkcipherAlgorithm : uint
+{
+    None = 0, Rsa = 1, Ecdsa = 2,
+}
+
+public enum AkcipherKeyType : uint
+{
+    Public = 1, Private = 2,
+}
+
+/// <summary>VIRTIO_CRYPTO_RSA_*_PADDING.</summary>
+public enum RsaPadding : uint
+{
+    Raw = 0, Pkcs1 = 1,
+}
+
+/// <summary>VIRTIO_CRYPTO_RSA_* hash numbers (not the hash service's).</summary>
+public enum RsaHash : uint
+{
+    None = 0, Md2 = 1, Md3 = 2, Md4 = 3, Md5 = 4, Sha1 = 5, Sha256 = 6, Sha384 = 7, Sha512 = 8, Sha224 = 9,
 }
 
 /// <summary>VIRTIO_CRYPTO_CIPHER_*.</summary>
@@ -87,4 +114,6 @@ internal static class DataRequest
     public const int HashSrcLen = 24, HashResultLen = 28;
     // aead
     public const int AeadIvLen = 24, AeadAadLen = 28, AeadSrcLen = 32, AeadDstLen = 36, AeadTagLen = 40;
+    // akcipher
+    public const int AkSrcLen = 24, AkDstLen = 28;
 }

@@ -111,8 +111,11 @@ public sealed class CryptoHostileTests : IDisposable
     [Fact]
     public void UnknownOpcodeAndWrongService()
     {
-        var akcipher = CryptoHarness.Request(VirtioCryptoSpec.Opcode(VirtioCryptoSpec.ServiceAkcipher, 0), _session, [16, 64, 64]);
-        Assert.Equal(CryptoStatus.NotSupp, _h.Submit(akcipher, 64, Vectors.AesIv, Vectors.AesPlain).Code);
+        var unknown = CryptoHarness.Request(VirtioCryptoSpec.Opcode(5, 0), _session, [16, 64, 64]);
+        Assert.Equal(CryptoStatus.NotSupp, _h.Submit(unknown, 64, Vectors.AesIv, Vectors.AesPlain).Code);
+        // an akcipher request naming a cipher session
+        var akcipher = CryptoHarness.Request(VirtioCryptoSpec.AkcipherEncrypt, _session, [64, 64]);
+        Assert.Equal(CryptoStatus.Err, _h.Submit(akcipher, 64, Vectors.AesPlain).Code);
         // a hash request naming a cipher session
         var hash = CryptoHarness.Request(VirtioCryptoSpec.Hash, _session, [64, 32]);
         Assert.Equal(CryptoStatus.Err, _h.Submit(hash, 32, Vectors.AesPlain).Code);

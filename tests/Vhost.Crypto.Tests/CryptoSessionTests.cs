@@ -44,10 +44,11 @@ public sealed class CryptoSessionTests : IDisposable
     }
 
     [Fact]
-    public void AkcipherSessionIsRefusedWithNotSupp()
+    public void AkcipherSessionOfAnUnknownAlgorithmIsRefusedWithNotSupp()
     {
         var payload = new byte[1072];
         BinaryPrimitives.WriteUInt64LittleEndian(payload, VirtioCryptoSpec.AkcipherCreateSession);
+        BinaryPrimitives.WriteUInt32LittleEndian(payload.AsSpan(8), (uint)AkcipherAlgorithm.Ecdsa);
         _h.Fe.Send(VhostUserRequest.CreateCryptoSession, payload);
         var reply = _h.Fe.ExpectReply(VhostUserRequest.CreateCryptoSession, 1072, CryptoHarness.T);
         Assert.Equal(-(long)CryptoStatus.NotSupp, SessionPayload.SessionId(SessionLayout.Qemu81, reply.Payload));
