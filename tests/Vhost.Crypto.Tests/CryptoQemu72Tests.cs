@@ -63,6 +63,30 @@ public sealed class CryptoQemu72Tests
     }
 
     [Fact]
+    public void PauseAndResumeKeepTheSessionsAndTheRingsPosition()
+    {
+        using var h = new CryptoHarness(qemu72: true);
+        long id = h.CreateSession(SymParams.Cipher(CipherAlgorithm.AesCbc, Vectors.AesKey128, encrypt: true));
+        for (int i = 0; i < 3; i++) Assert.Equal(CryptoStatus.Ok, h.Cipher(id, true, Vectors.AesIv, Vectors.AesPlain).Code);
+        // QEMU's pause: GET_VRING_BASE; its resume: the same ring again from that base, no SET_VRING_ENABLE
+        var q = h.Setup[0];
+        uint b = h.Fe.GetVringBase(0);
+        Assert.Equal(3u, b);
+        Assert.False(h.Device.IsRunning);
+        Assert.Equal(1, h.Crypto.OpenSessions(h.Device));
+        h.Fe.SetVringNum(0, q.Size);
+        h.Fe.SetVringBase(0, b);
+        h.Fe.SetVringAddr(q.Address);
+        h.Fe.SetVringCall(0, q.CallFd);
+        h.Fe.SetVringKick(0, q.KickFd);
+        h.Fe.GetFeatures();
+        Assert.True(h.Device.IsRunning);
+        var r = h.Cipher(id, true, Vectors.AesIv, Vectors.AesPlain);
+        Assert.Equal(CryptoStatus.Ok, r.Code);
+        Assert.Equal(Vectors.AesCbc128Cipher, r.Output);
+    }
+
+    [Fact]
     public void OtherDeviceTypesKeepTheRules()
     {
         // the same set-up against a socket without the quirks: the ring waits for SET_VRING_ENABLE and never runs
