@@ -87,7 +87,8 @@ internal sealed class BlkQueue : IQueueHandler, IBlkIoWork
             }
             burst.SetNotificationsEnabled(true);
             // a request that arrived while notifications were off would otherwise wait for the next kick
-            if (!again && burst.HasAvailable && (_pool == null || _freeCount > 0 || _slots.Length < _queue.Size)) again = true;
+            // (a request left waiting for an IOTLB update is not one: the update gives the queue its turn)
+            if (!again && burst.HasAvailable && !_queue.AwaitingIotlb && (_pool == null || _freeCount > 0 || _slots.Length < _queue.Size)) again = true;
             DrainCompletions(burst);
             burst.FlushUsed();
         }

@@ -167,8 +167,13 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         lock (_devicesLock)
         {
             total.Add(_retired);
-            foreach (var queues in _devices.Values)
-                foreach (var q in queues) if (q != null) total.Add(q.Stats);
+            foreach (var (device, queues) in _devices)
+                for (int i = 0; i < queues.Length; i++)
+                    if (queues[i] is { } q)
+                    {
+                        q.Stats.NoteIotlb(device, i);
+                        total.Add(q.Stats);
+                    }
         }
         return total;
     }
@@ -188,8 +193,12 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         var total = new BlkQueueStats();
         lock (_devicesLock)
         {
-            foreach (var queues in _devices.Values)
-                if (queue < queues.Length && queues[queue] is { } q) total.Add(q.Stats);
+            foreach (var (device, queues) in _devices)
+                if (queue < queues.Length && queues[queue] is { } q)
+                {
+                    q.Stats.NoteIotlb(device, queue);
+                    total.Add(q.Stats);
+                }
         }
         return total;
     }
@@ -225,7 +234,12 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         lock (_devicesLock)
         {
             if (!_devices.Remove(device, out var queues)) return;
-            foreach (var q in queues) if (q != null) _retired.Add(q.Stats);
+            for (int i = 0; i < queues.Length; i++)
+                if (queues[i] is { } q)
+                {
+                    q.Stats.NoteIotlb(device, i);
+                    _retired.Add(q.Stats);
+                }
         }
     }
 

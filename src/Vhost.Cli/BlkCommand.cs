@@ -159,6 +159,9 @@ internal static class BlkCommand
         double secs = sw.Elapsed.TotalSeconds;
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"totals over {secs:F1} s: {t.Requests} requests ({t.Reads} reads {t.ReadBytes} bytes, {t.Writes} writes {t.WrittenBytes} bytes, {t.Flushes} flushes, {t.Discards} discards, {t.WriteZeroes} write-zeroes, {t.GetIds} get-id), {t.IoErrors} I/O errors, {t.Invalid} refused, {t.Unsupported} unsupported"));
+        if (iommu)
+            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"iotlb: {t.IotlbHits} hits, {t.IotlbMisses} misses, {t.IotlbUpdates} updates, {t.IotlbInvalidations} invalidations"));
         return 0;
     }
 

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Vhost.Device;
 using Vhost.Net;
+using Vhost.Protocol;
 using Vhost.Rings;
 using Vhost.Runtime;
 using Vhost.Transport;
@@ -283,8 +284,10 @@ internal sealed class NetForwarder : IDisposable
             }
             return sent > 0;
         }
+        // frames that waited for an IOTLB update go first (the update gives this queue a turn)
+        bool flushed = pair.Backlog is { } backlog && backlog.Holds(dev) && port.Flush(dev, 2 * qp, backlog);
         int n = VirtioNet.DequeueBurst(dev, 2 * qp + 1, pool, burst);
-        if (n == 0) return false;
+        if (n == 0) return flushed;
         port.CountRx(burst.AsSpan(0, n));
         switch (_mode)
         {
@@ -392,6 +395,60 @@ internal sealed class NetForwarder : IDisposable
         public long SendFrom;
         public bool Kicked;
         public int DrainTick;
+        /// <summary>Receive frames waiting for an IOTLB update (made at the pair's first miss).</summary>
+        public RxBacklog? Backlog;
+    }
+
+    /// <summary>
+    /// Frames for a receive queue whose next buffer's IOTLB entry is missing: a guest under a strict vIOMMU maps
+    /// each receive buffer just before posting it, so the first frame into it always misses. The frames are copied
+    /// into the pair's own pool (the forwarding thread's pool stays its own) and sent, in order, once the update
+    /// has come; a full backlog drops and counts.
+    /// </summary>
+    internal sealed class RxBacklog
+    {
+        public const int Capacity = 256;
+        private readonly PacketPool _pool = new(2 * Capacity);
+        public readonly Packet[] Frames = new Packet[Capacity];
+        private VhostDevice? _device;
+
+        public int Count { get; private set; }
+
+        /// <summary>Whether it holds frames for <paramref name="device"/>; frames for an earlier device are let go.</summary>
+        public bool Holds(VhostDevice device)
+        {
+            if (_device != device) Clear();
+            return Count > 0;
+        }
+
+        /// <summary>Copies frames in behind the rest; returns how many did not fit.</summary>
+        public int Add(VhostDevice device, ReadOnlySpan<Packet> packets)
+        {
+            if (_device != device) Clear();
+            _device = device;
+            int i = 0;
+            for (; i < packets.Length && Count < Capacity; i++)
+            {
+                if (!_pool.TryCopy(packets[i], out Frames[Count])) break;
+                Count++;
+            }
+            return packets.Length - i;
+        }
+
+        /// <summary>The first <paramref name="n"/> frames reached the guest.</summary>
+        public void Sent(int n)
+        {
+            _pool.Free(Frames.AsSpan(0, n));
+            Frames.AsSpan(n, Count - n).CopyTo(Frames);
+            Count -= n;
+        }
+
+        private void Clear()
+        {
+            _pool.Free(Frames.AsSpan(0, Count));
+            Count = 0;
+            _device = null;
+        }
     }
 
     private sealed class Port(NetForwarder owner, int id, string path) : VhostDeviceOps, IQueueHandler
@@ -471,18 +528,64 @@ internal sealed class NetForwarder : IDisposable
             Interlocked.Add(ref TxBytes, bytes);
         }
 
-        /// <summary>Sends, retrying briefly while the guest refills its ring, then drops what is left.</summary>
+        /// <summary>
+        /// Sends, retrying briefly while the guest refills its ring, then drops what is left; frames held back by a
+        /// missing IOTLB entry wait in the pair's backlog instead, and everything later queues behind them.
+        /// </summary>
         public void Send(VhostDevice dev, int queue, ReadOnlySpan<Packet> packets)
         {
+            ref var pair = ref Pairs[queue >> 1];
+            if (pair.Backlog is { } backlog && backlog.Holds(dev) && !Flush(dev, queue, backlog))
+            {
+                Hold(backlog, dev, packets);
+                return;
+            }
             int done = 0;
             for (int tries = 0; done < packets.Length && tries < 64; tries++)
             {
                 int n = VirtioNet.EnqueueBurst(dev, queue, packets[done..]);
                 done += n;
-                if (n == 0) Thread.SpinWait(1);
+                if (n == 0)
+                {
+                    if (WaitsForIotlb(dev, queue)) break;
+                    Thread.SpinWait(1);
+                }
             }
             CountTx(packets[..done]);
-            if (done < packets.Length) Interlocked.Add(ref Dropped, packets.Length - done);
+            if (done == packets.Length) return;
+            if (WaitsForIotlb(dev, queue)) Hold(pair.Backlog ??= new RxBacklog(), dev, packets[done..]);
+            else Interlocked.Add(ref Dropped, packets.Length - done);
+        }
+
+        /// <summary>Sends what the backlog holds for queue <paramref name="queue"/>; true when it is empty after.</summary>
+        public bool Flush(VhostDevice dev, int queue, RxBacklog backlog)
+        {
+            if (backlog.Count == 0) return true;
+            int n = VirtioNet.EnqueueBurst(dev, queue, backlog.Frames.AsSpan(0, backlog.Count));
+            if (n > 0)
+            {
+                CountTx(backlog.Frames.AsSpan(0, n));
+                backlog.Sent(n);
+            }
+            return backlog.Count == 0;
+        }
+
+        private void Hold(RxBacklog backlog, VhostDevice dev, ReadOnlySpan<Packet> packets)
+        {
+            int lost = backlog.Add(dev, packets);
+            if (lost > 0) Interlocked.Add(ref Dropped, lost);
+        }
+
+        /// <summary>
+        /// Whether frames a receive queue did not take are kept rather than dropped: under a vIOMMU the ring cannot
+        /// take them for a moment after a lookup missed, or while an IOTLB message holds the queue's lease (in polling
+        /// mode the control thread takes it for every update and invalidation).
+        /// </summary>
+        private static bool WaitsForIotlb(VhostDevice dev, int queue)
+        {
+            if (dev.Iotlb == null || !dev.HasFeature(VirtioFeature.AccessPlatform)) return false;
+            var q = dev.Queues[queue];
+            return q.RingsAwaitIotlb || q.IsReady;
         }
 
         public Totals Snapshot() => new(Volatile.Read(ref RxPackets), Volatile.Read(ref RxBytes), Volatile.Read(ref TxPackets), Volatile.Read(ref TxBytes), Volatile.Read(ref Dropped));

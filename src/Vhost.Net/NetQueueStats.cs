@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Vhost.Device;
+using Vhost.Rings;
 
 namespace Vhost.Net;
 
@@ -24,6 +25,22 @@ public sealed class NetQueueStats
     /// <summary>Frames whose virtio-net header lied (dropped).</summary>
     public long BadHeaders;
     public readonly long[] SizeBins = new long[7];
+
+    // the queue and device these counters belong to, for the IOTLB figures they keep themselves
+    private Virtqueue? _queue;
+    private VhostDevice? _device;
+
+    internal void Attach(VhostDevice device, Virtqueue queue)
+    {
+        _device = device;
+        _queue = queue;
+    }
+
+    /// <summary>The queue's IOTLB lookups that found their entry (DPDK's iotlb_hits); 0 without a vIOMMU.</summary>
+    public long IotlbHits => _queue?.IotlbHits ?? 0;
+
+    /// <summary>The queue's IOTLB lookups that found none (DPDK's iotlb_misses).</summary>
+    public long IotlbMisses => _queue?.IotlbMisses ?? 0;
 
     /// <summary>
     /// Counts a burst the fast path moved, after the fact: the totals live in registers and are stored once.
@@ -88,6 +105,11 @@ public sealed class NetQueueStats
             ("errors", Errors), ("bad_header_packets", BadHeaders),
         };
         for (int i = 0; i < SizeBins.Length; i++) l.Add((SizeBinNames[i], SizeBins[i]));
+        l.Add(("iotlb_hits", IotlbHits));
+        l.Add(("iotlb_misses", IotlbMisses));
+        // one IOTLB serves the device's queues: its updates and invalidations are the device's, shown on each queue
+        l.Add(("iotlb_updates", _device?.Iotlb?.Updates ?? 0));
+        l.Add(("iotlb_invalidations", _device?.Iotlb?.Invalidations ?? 0));
         return l;
     }
 

@@ -178,6 +178,50 @@ public sealed class PacketPool : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Copies <paramref name="source"/> (any pool's, possibly chained) into a packet of this pool, with its
+    /// offload metadata (DPDK's rte_pktmbuf_copy); false, with nothing taken, when this pool has too few buffers.
+    /// </summary>
+    public bool TryCopy(Packet source, out Packet copy)
+    {
+        var src = source.Pool;
+        if (!TryAllocate(out copy)) return false;
+        int cur = copy.Index;
+        for (int i = source.Index; ; )
+        {
+            int len = src.MetaOf(i).DataLength;
+            if (len > DataRoom)
+            {
+                Free(copy);
+                copy = default;
+                return false;
+            }
+            src.DataOf(i)[..len].CopyTo(DataOf(cur));
+            _meta[cur].DataLength = len;
+            i = src.MetaOf(i).Next;
+            if (i < 0) break;
+            if (!TryAllocate(out var more))
+            {
+                Free(copy);
+                copy = default;
+                return false;
+            }
+            // linked at once, so a failure later frees it with the rest
+            _meta[cur].Next = more.Index;
+            cur = more.Index;
+        }
+        ref readonly var from = ref src.MetaOf(source.Index);
+        ref var to = ref _meta[copy.Index];
+        to.PacketLength = from.PacketLength;
+        to.Offloads = from.Offloads;
+        to.GsoType = from.GsoType;
+        to.GsoSize = from.GsoSize;
+        to.HeaderLength = from.HeaderLength;
+        to.CsumStart = from.CsumStart;
+        to.CsumOffset = from.CsumOffset;
+        return true;
+    }
+
     /// <summary>Copies a whole (possibly chained) packet out, for tests and slow paths.</summary>
     public int CopyOut(Packet packet, Span<byte> destination)
     {

@@ -51,6 +51,7 @@ public static class VirtioNet
     private static QueueState CreateState(VhostDevice device, Virtqueue q) => s_state.GetOrAdd(q, queue =>
     {
         var s = new QueueState();
+        s.Stats.Attach(device, queue);
         NetMetrics.Register(device, queue.Index, s.Stats);
         return s;
     });

@@ -62,7 +62,7 @@ public sealed partial class CryptoInteropTests(ITestOutputHelper output)
         var guest = BuildAfAlgGuest(dir);
         var sock = dir.File("c.sock");
         using var tool = VhostTool.StartCrypto(dir, sock);
-        var r = await QemuGuest.RunAsync(SharedHarness.LocalGuestScript("crypto-afalg.sh"), VhostUserDevice(sock), dir, T, guest);
+        var r = await QemuGuest.RunAsync(SharedHarness.LocalGuestScript("crypto-afalg.sh"), VhostUserDevice(sock), dir, T, guestDir: guest);
         output.WriteLine($"AF_ALG: guest {r.ExitCode} in {r.Elapsed.TotalSeconds:F1} s");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Contains("virtio_crypto_aes_cbc NIST SP 800-38A F.2.1 ok", r.Console, StringComparison.Ordinal);

@@ -48,4 +48,39 @@ public sealed class PacketPoolTests
         Assert.All(p[2].Data.ToArray(), b => Assert.Equal(3, b));
         pool.Free(p);
     }
+
+    [Fact]
+    public void ACopyCarriesEveryBufferOfTheChainAndTheOffloadsAndAPoolTooSmallTakesNothing()
+    {
+        using var from = new PacketPool(8, 2048);
+        using var to = new PacketPool(8, 1024);
+        var frame = new byte[5000];
+        new Random(7).NextBytes(frame);
+        Assert.True(from.TryCreate(frame, out var p));
+        p.Meta.Offloads = PacketOffloads.NeedsCsum;
+        p.Meta.GsoType = 1;
+        p.Meta.GsoSize = 1448;
+        p.Meta.HeaderLength = 54;
+        p.Meta.CsumStart = 34;
+        p.Meta.CsumOffset = 16;
+        // 2048-byte buffers do not fit 1024-byte ones: refused, nothing taken
+        Assert.False(to.TryCopy(p, out _));
+        Assert.Equal(8, to.Available);
+        using var same = new PacketPool(8, 2048);
+        Assert.True(same.TryCopy(p, out var c));
+        Assert.Equal(5, same.Available);
+        Assert.Equal(5000, c.Length);
+        var back = new byte[5000];
+        Assert.Equal(5000, same.CopyOut(c, back));
+        Assert.Equal(frame, back);
+        Assert.Equal(PacketOffloads.NeedsCsum, c.Meta.Offloads);
+        Assert.Equal((1, 1448, 54, 34, 16), (c.Meta.GsoType, c.Meta.GsoSize, c.Meta.HeaderLength, c.Meta.CsumStart, c.Meta.CsumOffset));
+        // a pool with too few buffers for the chain gives back the ones it took
+        using var small = new PacketPool(2, 2048);
+        Assert.False(small.TryCopy(p, out _));
+        Assert.Equal(2, small.Available);
+        same.Free(c);
+        from.Free(p);
+        Assert.Equal(8, same.Available);
+    }
 }

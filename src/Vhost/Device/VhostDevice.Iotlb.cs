@@ -39,7 +39,8 @@ public sealed partial class VhostDevice
         bool on = VirtioFeature.Has(features, VirtioFeature.AccessPlatform);
         if (on)
         {
-            _iotlb ??= new IoTlb(_options.IotlbCapacity);
+            _iotlb ??= new IoTlb(_options.IotlbCapacity, Math.Max(0, (long)_options.IotlbMissTimeout.TotalMilliseconds));
+            IotlbMetrics.Register(this);
             if (!HasProtocolFeature(ProtocolFeature.BackendReq) || !HasProtocolFeature(ProtocolFeature.ReplyAck))
                 _logger.LogWarning("device {Id}: VIRTIO_F_ACCESS_PLATFORM without BACKEND_REQ and REPLY_ACK: IOTLB misses cannot be asked for", Id);
         }
@@ -66,7 +67,11 @@ public sealed partial class VhostDevice
                 {
                     tlb.Insert(iova, size, uaddr, perm);
                     _logger.LogTrace("device {Id}: IOTLB update 0x{Iova:x} +0x{Size:x} perm {Perm}", Id, iova, size, perm);
-                    foreach (var q in _queues) WakeAfterUpdate(q);
+                    bool woke = false;
+                    foreach (var q in _queues) woke |= WakeAfterUpdate(q);
+                    // the queue that missed may not be the one served (net's receive queue is served with its
+                    // transmit queue), so every served queue gets a turn
+                    if (woke) NudgeServices();
                 });
                 return Outcome.Ok;
             case IotlbType.Invalidate:
@@ -116,14 +121,17 @@ public sealed partial class VhostDevice
         return true;
     }
 
-    /// <summary>After an update: resting rings try again, and a queue whose lookup missed is kicked so it looks again.</summary>
-    private void WakeAfterUpdate(Virtqueue q)
+    /// <summary>After an update: resting rings try again, and a queue whose lookup missed is kicked so it looks
+    /// again; true when the queue was waiting.</summary>
+    private static bool WakeAfterUpdate(Virtqueue q)
     {
-        if (q.RingsAwaitIotlb && !q.TryUnpark()) return;
-        if (!q.AwaitingIotlb) return;
+        bool resting = q.RingsAwaitIotlb;
+        if (resting && !q.TryUnpark()) return false;
+        if (!q.AwaitingIotlb && !resting) return false;
         q.AwaitingIotlb = false;
-        // an event-driven queue waits on its kick eventfd: a write there runs it as a guest kick would
+        // an application that waits on the kick eventfd itself runs the queue as a guest kick would
         if (q.KickFd is { } kick) EventFd.Signal(kick);
+        return true;
     }
 
     void IGuestNotifier.IotlbMiss(Virtqueue queue, ulong iova, IotlbAccess access)

@@ -69,6 +69,9 @@ public sealed class VhostSocketOptions
     /// <summary>Entries the IOTLB of one device holds; when full, the oldest goes.</summary>
     public int IotlbCapacity { get; init; } = IoTlb.DefaultCapacity;
 
+    /// <summary>How long a chain waits for the IOTLB update its miss asked for before it is returned to the guest unused (and counted as a bad chain).</summary>
+    public TimeSpan IotlbMissTimeout { get; init; } = TimeSpan.FromMilliseconds(IoTlb.DefaultMissGiveUpMilliseconds);
+
     public VhostDeviceOps? Ops { get; init; }
 
     public IDeviceConfigSpace? ConfigSpace { get; init; }

@@ -43,14 +43,22 @@ public sealed class IoTlb
     private readonly Lock _pendingLock = new();
     private long _missesSent, _updates, _invalidations, _evictions;
 
-    public IoTlb(int capacity = DefaultCapacity)
+    /// <summary>How long a miss may go unanswered before its chain is given up, by default.</summary>
+    public const long DefaultMissGiveUpMilliseconds = 5000;
+
+    public IoTlb(int capacity = DefaultCapacity, long missGiveUpMilliseconds = DefaultMissGiveUpMilliseconds)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(missGiveUpMilliseconds);
         Capacity = capacity;
+        MissGiveUpMilliseconds = missGiveUpMilliseconds;
         _entries = new Entry[Math.Min(capacity, 64)];
     }
 
     public int Capacity { get; }
+
+    /// <summary>A chain whose miss has gone unanswered this long is returned to the guest unused and counted.</summary>
+    public long MissGiveUpMilliseconds { get; }
 
     /// <summary>Entries held.</summary>
     public int Count => _count;

@@ -8,13 +8,11 @@ namespace Vhost.Rings;
 /// the device's IOTLB to a front-end address and then through the memory table, with the entry's permission
 /// checked. The IOTLB changes only with the lease held by the control plane, so within a burst it is stable. A
 /// lookup that finds no entry asks the front-end (a miss on the backend channel) and leaves the chain in the ring;
-/// the update wakes the queue. A page whose miss has gone unanswered for <see cref="MissGiveUpMilliseconds"/> is
+/// the update wakes the queue. A page whose miss has gone unanswered for <see cref="IoTlb.MissGiveUpMilliseconds"/> is
 /// treated as unmapped: its chain is returned to the guest unused and counted.
 /// </summary>
 internal abstract partial class RingEngine
 {
-    internal const long MissGiveUpMilliseconds = 5000;
-
     protected IoTlb? _iotlb;
     private long _iotlbHits, _iotlbMisses;
 
@@ -106,10 +104,11 @@ internal abstract partial class RingEngine
     {
         _iotlbMisses++;
         long now = Environment.TickCount64;
-        if (_iotlb!.PendingSince(iova, need) is { } since && now - since >= MissGiveUpMilliseconds)
+        long giveUp = _iotlb!.MissGiveUpMilliseconds;
+        if (_iotlb.PendingSince(iova, need) is { } since && now - since >= giveUp)
         {
             _iotlb.ForgetMiss(iova, need);
-            reason = $"IOVA 0x{iova:x}: the front-end sent no IOTLB update within {MissGiveUpMilliseconds} ms";
+            reason = $"IOVA 0x{iova:x}: the front-end sent no IOTLB update within {giveUp} ms";
             return Walk.Bad;
         }
         if (_iotlb.NoteMiss(iova, need, now)) Q.SendIotlbMiss(iova, need);

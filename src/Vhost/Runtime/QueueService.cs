@@ -113,6 +113,12 @@ internal sealed class QueueService : IReadyHandler
         if (again) Soon();
     }
 
+    /// <summary>One more turn soon for an event-mode queue that serves (work became possible without a kick).</summary>
+    public void Nudge()
+    {
+        if (Serving && Mode == QueueMode.Event && Handler != null) Soon();
+    }
+
     /// <summary>Publishes posted completions on the reactor (event mode, or after the device stopped serving).</summary>
     public void Complete()
     {

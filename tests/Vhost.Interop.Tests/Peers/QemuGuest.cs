@@ -15,13 +15,14 @@ public sealed record GuestResult(int ExitCode, string Console, TimeSpan Elapsed)
 /// </summary>
 public sealed class QemuGuest : PeerProcess
 {
-    private QemuGuest(string script, IReadOnlyList<string> qemuArgs, PeerTempDir dir, TimeSpan timeout, string guestDir)
+    private QemuGuest(string script, IReadOnlyList<string> qemuArgs, PeerTempDir dir, TimeSpan timeout, string guestDir, string? append)
         : base("bash", [SharedHarness.Script("guest-run.sh"), guestDir, script, .. qemuArgs],
             dir.File("qemu-" + Guid.NewGuid().ToString("N")[..6] + ".log"), timeout + TimeSpan.FromSeconds(20),
             new Dictionary<string, string>
             {
                 ["GUEST_TIMEOUT"] = ((int)timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture),
                 ["GUEST_LOG"] = dir.File("console-" + Guid.NewGuid().ToString("N")[..6] + ".log"),
+                ["GUEST_APPEND"] = append ?? "",
             })
     {
         Completion = Exited.ContinueWith(t => new GuestResult(t.Result, Output, DateTime.UtcNow - StartedAt), TaskScheduler.Default);
@@ -31,13 +32,16 @@ public sealed class QemuGuest : PeerProcess
     public Task<GuestResult> Completion { get; }
 
     /// <summary>Starts the guest (building it first if needed) and returns at once.</summary>
-    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? guestDir = null) =>
-        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), guestDir ?? SharedHarness.GuestDir());
+    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? append = null,
+        string? guestDir = null) =>
+        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), guestDir ?? SharedHarness.GuestDir(), append);
 
-    /// <summary>Runs a guest to the end: <c>guest-run.sh GUESTDIR SCRIPT ARGS...</c>.</summary>
-    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? guestDir = null)
+    /// <summary>Runs a guest to the end: <c>guest-run.sh GUESTDIR SCRIPT ARGS...</c>; <paramref name="append"/> adds kernel
+    /// arguments, <paramref name="guestDir"/> names another guest than the shared one.</summary>
+    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null,
+        string? append = null, string? guestDir = null)
     {
-        using var g = Start(script, qemuArgs, dir, timeout, guestDir);
+        using var g = Start(script, qemuArgs, dir, timeout, append, guestDir);
         return await g.Completion.ConfigureAwait(false);
     }
 

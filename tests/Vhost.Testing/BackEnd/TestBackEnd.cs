@@ -9,7 +9,7 @@ namespace Vhost.Testing.BackEnd;
 public sealed class TestBackEnd : IDisposable
 {
     public TestBackEnd(int maxQueues = 2, int? required = null, ulong? extraFeatures = null, bool client = false, string? path = null,
-        IDeviceConfigSpace? config = null, ulong? extraProtocolFeatures = null, int iotlbCapacity = Memory.IoTlb.DefaultCapacity)
+        IDeviceConfigSpace? config = null, ulong? extraProtocolFeatures = null, int iotlbCapacity = Memory.IoTlb.DefaultCapacity, TimeSpan? iotlbMissTimeout = null)
     {
         Path = path ?? TestFrontEndListener.TempPath();
         Options = new VhostSocketOptions
@@ -23,6 +23,7 @@ public sealed class TestBackEnd : IDisposable
             LoggerFactory = LoggerFactory.Create(b => b.AddProvider(Logs).SetMinimumLevel(LogLevel.Debug)),
             ReconnectInterval = TimeSpan.FromMilliseconds(200),
             IotlbCapacity = iotlbCapacity,
+            IotlbMissTimeout = iotlbMissTimeout ?? TimeSpan.FromMilliseconds(Memory.IoTlb.DefaultMissGiveUpMilliseconds),
         };
         if (extraFeatures is { } f) Options.Features |= f;
         if (extraProtocolFeatures is { } pf) Options.ProtocolFeatures |= pf;

@@ -32,9 +32,9 @@ public sealed class IotlbTests
         private readonly BufferSegment[] _segs = new BufferSegment[16];
         private readonly List<byte> _pending = [];
 
-        public Harness(bool packed = false, bool answerRingMisses = true, int capacity = IoTlb.DefaultCapacity)
+        public Harness(bool packed = false, bool answerRingMisses = true, int capacity = IoTlb.DefaultCapacity, TimeSpan? missTimeout = null)
         {
-            Be = new TestBackEnd(extraFeatures: VirtioFeature.Bit(VirtioFeature.AccessPlatform), iotlbCapacity: capacity);
+            Be = new TestBackEnd(extraFeatures: VirtioFeature.Bit(VirtioFeature.AccessPlatform), iotlbCapacity: capacity, iotlbMissTimeout: missTimeout);
             Fe = Be.Connect();
             Setup = new DeviceSetup(Fe, new DeviceSetupOptions
             {
@@ -178,6 +178,109 @@ public sealed class IotlbTests
         Assert.True(h.Q0.IotlbHits > 0);
         Assert.True(h.Q0.IotlbMisses >= 2);
         Assert.Equal(0, h.Q0.BadChains);
+    }
+
+    private sealed class CountingHandler : Vhost.Runtime.IQueueHandler
+    {
+        public readonly SemaphoreSlim Served = new(0);
+
+        public bool Serve(VhostDevice device, int queue)
+        {
+            Served.Release();
+            return false;
+        }
+    }
+
+    [Fact]
+    public void AnUpdateAfterAMissGivesTheServedQueuesATurnEvenWhenAnotherQueueMissed()
+    {
+        // net serves its receive queue from the transmit queue's handler: the receive queue's miss must wake that one
+        using var h = new Harness();
+        h.Be.Ops.WaitFor("new");
+        var handler = new CountingHandler();
+        // the kicks of the set-up (an unparked ring is kicked) would give turns of their own
+        EventFd.TryConsume(h.Dev.Queue(1).KickFd!);
+        h.Dev.Serve(1, handler, Vhost.Runtime.QueueMode.Event);
+        Assert.True(handler.Served.Wait(T));
+        // an update while no queue waits gives no turn
+        Assert.Equal(0UL, h.Update(h.Memory.Allocate(4096, 4096), 4096));
+        Assert.False(handler.Served.Wait(200));
+        var ring = DriverRing.Create(h.Setup[0], h.Memory);
+        ulong buf = h.Memory.Allocate(4096, 4096);
+        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
+        Assert.Empty(h.Pop().Chains);
+        Assert.NotNull(h.NextMiss());
+        Assert.True(h.Q0.AwaitingIotlb);
+        Assert.False(handler.Served.Wait(0));
+        // the update the miss asked for gives queue 1's handler a turn, though nothing kicked queue 1
+        Assert.Equal(0UL, h.Update(buf, 4096));
+        Assert.True(handler.Served.Wait(T));
+        Assert.Single(h.Pop().Chains);
+    }
+
+    [Fact]
+    public void TheMeterShowsEachQueuesLookupsAndTheDevicesMessages()
+    {
+        using var h = new Harness();
+        h.Be.Ops.WaitFor("new");
+        var ring = DriverRing.Create(h.Setup[0], h.Memory);
+        ulong buf = h.Memory.Allocate(4096, 4096);
+        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
+        Assert.Empty(h.Pop().Chains);
+        Assert.NotNull(h.NextMiss());
+        Assert.Equal(0UL, h.Update(buf, 4096));
+        Assert.Single(h.Pop().Chains);
+        Assert.Equal(0UL, h.Invalidate(Harness.Iova(buf), 4096));
+        Assert.NotEqual(0UL, h.Update(buf, 0));
+        var seen = new Dictionary<(string, int), long>();
+        int id = h.Dev.Id;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter == IotlbMetrics.Meter) l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            int device = -1, queue = -1;
+            foreach (var t in tags)
+            {
+                if (t.Key == "device") device = (int)t.Value!;
+                else if (t.Key == "queue") queue = (int)t.Value!;
+            }
+            if (device == id) seen[(instrument.Name, queue)] = value;
+        });
+        listener.Start();
+        listener.RecordObservableInstruments();
+        Assert.Equal(h.Q0.IotlbHits, seen[("vhost.iotlb.hits", 0)]);
+        Assert.Equal(h.Q0.IotlbMisses, seen[("vhost.iotlb.misses", 0)]);
+        Assert.True(seen[("vhost.iotlb.hits", 0)] > 0);
+        Assert.True(seen[("vhost.iotlb.misses", 0)] > 0);
+        Assert.Equal(h.Dev.Iotlb!.Updates, seen[("vhost.iotlb.updates", -1)]);
+        Assert.True(seen[("vhost.iotlb.updates", -1)] >= 7);
+        Assert.Equal(1, seen[("vhost.iotlb.invalidations", -1)]);
+        Assert.Equal(1, seen[("vhost.iotlb.refused", -1)]);
+        Assert.Equal(0, seen[("vhost.iotlb.evictions", -1)]);
+    }
+
+    [Fact]
+    public void AChainWhoseMissIsNeverAnsweredIsReturnedUnusedAfterTheTimeout()
+    {
+        using var h = new Harness(missTimeout: TimeSpan.Zero);
+        h.Be.Ops.WaitFor("new");
+        var ring = DriverRing.Create(h.Setup[0], h.Memory);
+        ulong buf = h.Memory.Allocate(4096, 4096);
+        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
+        Assert.Empty(h.Pop().Chains);
+        Assert.NotNull(h.NextMiss());
+        Assert.Equal(0, h.Q0.BadChains);
+        // the next look finds the miss older than the timeout: the chain goes back to the guest with nothing written
+        Assert.Empty(h.Pop().Chains);
+        Assert.Equal(1, h.Q0.BadChains);
+        Assert.Contains("no IOTLB update within 0 ms", h.Q0.LastBadChainReason, StringComparison.Ordinal);
+        Assert.True(ring.TryGetUsed(out var u));
+        Assert.Equal(0u, u.Length);
+        Assert.True(h.Dev.IsRunning);
+        Assert.Equal(0, h.Dev.Iotlb!.PendingMisses);
     }
 
     [Fact]
