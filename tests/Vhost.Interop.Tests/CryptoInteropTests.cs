@@ -73,6 +73,39 @@ public sealed partial class CryptoInteropTests(ITestOutputHelper output)
         Assert.Equal("0", TotalsLine().Match(tool.Output).Groups["refused"].Value);
     }
 
+    [Fact]
+    public async Task ASessionOutlivesQemuStopAndCont()
+    {
+        using var dir = new PeerTempDir("crypto");
+        var guest = BuildAfAlgGuest(dir);
+        var sock = dir.File("c.sock");
+        var qmpSocket = dir.File("q.qmp");
+        using var tool = VhostTool.StartCrypto(dir, sock);
+        using var vm = QemuGuest.Start(SharedHarness.LocalGuestScript("crypto-pause.sh"),
+            ["-qmp", $"unix:{qmpSocket},server=on,wait=off", .. VhostUserDevice(sock)], dir, T, guestDir: guest);
+        // the guest has made its session and waits 8 s: pause the VM (QEMU stops the ring) and resume it
+        VhostTool.WaitFor(() => Directory.GetFiles(dir.Path, "console-*.log").Any(f => File.ReadAllText(f).Contains("PAUSE-NOW", StringComparison.Ordinal)),
+            T, "the guest never set its key");
+        Qmp(qmpSocket, "stop");
+        VhostTool.WaitFor(() => tool.Output.Contains("stopped: GET_VRING_BASE", StringComparison.Ordinal), T, $"QEMU did not stop the ring:\n{tool.Output}");
+        Assert.Contains("\"paused\"", Qmp(qmpSocket, "query-status"), StringComparison.Ordinal);
+        Qmp(qmpSocket, "cont");
+        var r = await vm.Completion;
+        output.WriteLine($"stop/cont: guest {r.ExitCode} in {r.Elapsed.TotalSeconds:F1} s");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("virtio_crypto_aes_cbc NIST SP 800-38A F.2.1 ok", r.Console, StringComparison.Ordinal);
+        Assert.Equal(2, Regex.Matches(tool.Output, " ready: ").Count);
+        Assert.Equal(0, tool.Interrupt(TimeSpan.FromSeconds(20)));
+        Assert.Contains(" 0 invalid session", tool.Output, StringComparison.Ordinal);
+    }
+
+    private static string Qmp(string socket, string command)
+    {
+        var r = ProcessRunner.Run("python3", [SharedHarness.Script("qmp.py"), socket, command], TimeSpan.FromSeconds(40));
+        Assert.True(r.ExitCode == 0, $"qmp {command}: {r.Output}");
+        return r.Output;
+    }
+
     /// <summary>The shared guest plus the AF_ALG test program (gcc -static), built into the test's directory.</summary>
     private static string BuildAfAlgGuest(PeerTempDir dir)
     {

@@ -72,7 +72,7 @@ public sealed class VhostTool : PeerProcess
         return d;
     }
 
-    private static void WaitFor(Func<bool> cond, TimeSpan timeout, string message)
+    internal static void WaitFor(Func<bool> cond, TimeSpan timeout, string message)
     {
         var end = DateTime.UtcNow + timeout;
         while (!cond())

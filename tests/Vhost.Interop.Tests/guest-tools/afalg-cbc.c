@@ -1,7 +1,9 @@
 /* Guest side: AES-CBC through AF_ALG bound to a driver by name (virtio_crypto_aes_cbc), checked against the NIST
  * SP 800-38A vector and, for buffers of 16 bytes to 64 KiB with random keys, IVs and data, against a software
  * driver (cbc(aes-generic), else cbc-aes-aesni); decrypting must give the data back. Prints one line per size,
- * then "afalg: N sizes ok" and exits 0, or names the first mismatch and exits 1. Built with gcc -static. */
+ * then "afalg: N sizes ok" and exits 0, or names the first mismatch and exits 1. Built with gcc -static.
+ * afalg-cbc DRIVER [SECONDS]: with SECONDS, the NIST key is set (the device's session made) first, "PAUSE-NOW" printed,
+ * and the vector run SECONDS later on that session (the host pauses and resumes the VM meanwhile). */
 #include <linux/if_alg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,11 @@ int main(int argc, char **argv)
     hexto("7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b273bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7", ct);
     int t = tfm(drv, key, 16);
     if (t < 0) { printf("afalg: cannot bind %s (%d)\n", drv, t); return 1; }
+    if (argc > 2) {
+        printf("afalg: key set, PAUSE-NOW\n");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[2]));
+    }
     if (op(t, 1, iv, pt, got, 64) || memcmp(got, ct, 64)) { printf("afalg: NIST F.2.1 encrypt FAILED\n"); return 1; }
     if (op(t, 0, iv, ct, got, 64) || memcmp(got, pt, 64)) { printf("afalg: NIST F.2.1 decrypt FAILED\n"); return 1; }
     close(t);
