@@ -4,6 +4,7 @@ using Vhost.Net;
 using Vhost.Protocol;
 using Vhost.Testing.BackEnd;
 using Vhost.Testing.FrontEnd;
+using Vhost.Testing.Rings;
 
 namespace Vhost.Benchmarks;
 

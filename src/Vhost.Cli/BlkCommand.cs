@@ -34,7 +34,9 @@ internal static class BlkCommand
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
         var iommu = new Option<bool>("--iommu")
         {
-            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages)",
+            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages); "
+                + "a front-end that does not negotiate it is served as before, so it is on unless --iommu false",
+            DefaultValueFactory = _ => true,
         };
         var cmd = new Command("blk", "virtio-blk back-end: serves a disk image, block device or RAM disk over vhost-user")
         {
@@ -159,7 +161,7 @@ internal static class BlkCommand
         double secs = sw.Elapsed.TotalSeconds;
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"totals over {secs:F1} s: {t.Requests} requests ({t.Reads} reads {t.ReadBytes} bytes, {t.Writes} writes {t.WrittenBytes} bytes, {t.Flushes} flushes, {t.Discards} discards, {t.WriteZeroes} write-zeroes, {t.GetIds} get-id), {t.IoErrors} I/O errors, {t.Invalid} refused, {t.Unsupported} unsupported"));
-        if (iommu)
+        if (t.IotlbHits + t.IotlbMisses + t.IotlbUpdates > 0)
             Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"iotlb: {t.IotlbHits} hits, {t.IotlbMisses} misses, {t.IotlbUpdates} updates, {t.IotlbInvalidations} invalidations"));
         return 0;

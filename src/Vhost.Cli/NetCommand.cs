@@ -55,7 +55,9 @@ internal static class NetCommand
         };
         var iommu = new Option<bool>("--iommu")
         {
-            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages)",
+            Description = "offer VIRTIO_F_ACCESS_PLATFORM: serve guests behind a vIOMMU (descriptors hold IOVAs, translated through IOTLB messages); "
+                + "a front-end that does not negotiate it is served as before, so it is on unless --iommu false",
+            DefaultValueFactory = _ => true,
         };
         var cmd = new Command("net", "virtio-net back-end: forwards frames between its vhost-user sockets")
         {

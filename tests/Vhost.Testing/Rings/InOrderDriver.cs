@@ -1,13 +1,13 @@
 using Vhost.Interop;
 using Vhost.Testing.FrontEnd;
 
-namespace Vhost.Benchmarks;
+namespace Vhost.Testing.Rings;
 
 /// <summary>
 /// A minimal in-order virtio driver for one queue: descriptor i always points at buffer i, so offering a
 /// burst is a few stores (as in DPDK's in-order virtio PMD) and the benchmark measures the back-end.
 /// </summary>
-internal sealed class InOrderDriver
+public sealed class InOrderDriver
 {
     private const ushort Next = 1, Write = 2, AvailBit = 1 << 7, UsedBit = 1 << 15;
     private readonly QueueSetup _q;
@@ -66,6 +66,12 @@ internal sealed class InOrderDriver
         }
         Volatile.Write(ref _q.Avail.Ref<ushort>(2), _avail);
     }
+
+    /// <summary>Descriptors offered so far (split: the avail index).</summary>
+    public ushort Offered => _avail;
+
+    /// <summary>Split: the used index the back-end has published.</summary>
+    public ushort UsedIndex => Volatile.Read(ref _q.Used.Ref<ushort>(2));
 
     /// <summary>Used elements need no bookkeeping in order: the next offer reuses the same descriptors.</summary>
     public void Reclaim()
