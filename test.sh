@@ -17,6 +17,9 @@ command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 # as and objcopy (binutils): SigbusGuardTests assembles the SIGBUS handler's listing to check its bytes
 command -v as >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+# the crypto interop test builds its AF_ALG guest program with gcc -static (libc.a is in libc6-dev)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || need+=(libc6-dev)
 for tool in cpio gzip timeout; do command -v $tool >/dev/null 2>&1 || need+=($([[ $tool == timeout ]] && echo coreutils || echo $tool)); done
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs one SharpFuzz/AFL++ target for a time: fuzz/run.sh TARGET SECONDS
-# (TARGET: messages memtable chains blk nettx inflight)
+# (TARGET: messages memtable chains blk nettx inflight crypto cryptosession)
 # Installs AFL++ (Debian afl++) and the sharpfuzz instrumentation tool when missing, builds
-# Vhost.Fuzz, instruments the libraries (Vhost.Core.dll, Vhost.Blk.dll, Vhost.Net.dll), fuzzes, then keeps the inputs
+# Vhost.Fuzz, instruments the libraries (Vhost.Core.dll, Vhost.Blk.dll, Vhost.Net.dll, Vhost.Crypto.dll), fuzzes, then keeps the inputs
 # that found new paths (small ones) in fuzz/corpus/TARGET and prints executions, crashes and hangs.
 set -euo pipefail
-targets="messages memtable chains blk nettx inflight"
+targets="messages memtable chains blk nettx inflight crypto cryptosession"
 target=${1:?target: one of $targets}
 case " $targets " in *" $target "*) ;; *) echo "unknown target $target (one of $targets)" >&2; exit 2;; esac
 seconds=${2:?seconds}
@@ -21,7 +21,7 @@ if ! command -v sharpfuzz >/dev/null; then
 fi
 
 bin=$out/bin
-if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../src/Vhost" "$here/../src/Vhost.Blk" "$here/../src/Vhost.Net" -name '*.cs' -newer "$bin/.instrumented")" ]; then
+if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../src/Vhost" "$here/../src/Vhost.Blk" "$here/../src/Vhost.Net" "$here/../src/Vhost.Crypto" -name '*.cs' -newer "$bin/.instrumented")" ]; then
   rm -rf "$bin"
   dotnet publish "$here/Vhost.Fuzz/Vhost.Fuzz.csproj" -c Release -o "$bin" -v q --nologo
   # seeds come from the plain build: instrumented code needs the fuzzer's shared memory to run at all
@@ -30,7 +30,7 @@ if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../sr
     if [ -z "$(ls -A "$here/corpus/$t")" ]; then dotnet "$bin/Vhost.Fuzz.dll" seed "$t" "$here/corpus/$t"; fi
   done
   # only the libraries are instrumented: coverage of the fuzz harness itself would be noise
-  for dll in Vhost.Core Vhost.Blk Vhost.Net; do sharpfuzz "$bin/$dll.dll"; done
+  for dll in Vhost.Core Vhost.Blk Vhost.Net Vhost.Crypto; do sharpfuzz "$bin/$dll.dll"; done
   touch "$bin/.instrumented"
 fi
 

@@ -15,6 +15,8 @@ internal static class MoreSeeds
             case "blk": Blk(dir); break;
             case "nettx": NetTx(dir); break;
             case "inflight": Inflight(dir); break;
+            case "crypto": Crypto(dir); break;
+            case "cryptosession": CryptoSessions(dir); break;
             default: throw new ArgumentException($"no seeds for {target}");
         }
     }
@@ -87,6 +89,95 @@ internal static class MoreSeeds
                 File.WriteAllBytes(Path.Combine(dir, $"{name}-{(packed ? "packed" : "split")}"), seed);
             }
         }
+    }
+
+    private static byte[] CryptoRequest(uint opcode, ulong session, params uint[] fields)
+    {
+        var r = new byte[72];
+        BinaryPrimitives.WriteUInt32LittleEndian(r, opcode);
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(8), session);
+        for (int i = 0; i < fields.Length; i++) BinaryPrimitives.WriteUInt32LittleEndian(r.AsSpan(24 + 4 * i), fields[i]);
+        return r;
+    }
+
+    /// <summary>One seed per session of <see cref="CryptoTarget"/>: request, IV, source readable; destination, digest, status writable.</summary>
+    private static void Crypto(string dir)
+    {
+        const ulong rest = FuzzRing.Rest;
+        ulong req = rest, iv = rest + 0x100, src = rest + 0x200, dst = rest + 0x400, status = rest + 0x600;
+        var cases = new (string Name, byte[] Request, uint Iv, uint Src, uint Dst)[]
+        {
+            ("cbc-enc", CryptoRequest(0x000, 1, 16, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 16, 64, 64),
+            ("cbc-dec", CryptoRequest(0x001, 2, 16, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 16, 64, 64),
+            ("ecb", CryptoRequest(0x000, 3, 0, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 0, 64, 64),
+            ("3des", CryptoRequest(0x000, 4, 8, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 8, 64, 64),
+            ("chain-cth", CryptoRequest(0x000, 5, 16, 64, 64, 16, 48, 0, 64, 0, 32, 0, 2), 16, 64, 96),
+            ("chain-htc", CryptoRequest(0x001, 6, 16, 64, 64, 0, 64, 0, 64, 0, 32, 0, 2), 16, 64, 96),
+            ("sha256", CryptoRequest(0x100, 7, 64, 32), 0, 64, 32),
+            ("hmac", CryptoRequest(0x200, 8, 64, 20), 0, 64, 20),
+            ("gcm", CryptoRequest(0x300, 9, 12, 16, 48, 64, 16), 12, 64, 64),
+            ("ccm", CryptoRequest(0x300, 10, 13, 0, 64, 72, 8), 13, 64, 72),
+            ("chacha", CryptoRequest(0x301, 11, 12, 0, 64, 48, 16), 12, 64, 48),
+            ("closed", CryptoRequest(0x000, 12, 16, 64, 64, 0, 0, 0, 0, 0, 0, 0, 1), 16, 64, 64),
+            ("rsa-sign", CryptoRequest(0x402, 13, 32, 128), 0, 32, 128),
+        };
+        foreach (var (name, request, ivLen, srcLen, dstLen) in cases)
+        {
+            var chain = new List<D> { new(req, 72, 0) };
+            if (ivLen > 0) chain.Add(new(iv, ivLen, 0));
+            chain.Add(new(src, srcLen, 0));
+            chain.Add(new(dst, dstLen, Wr));
+            chain.Add(new(status, 1, Wr));
+            var (t, a) = Ring(false, 8, [.. chain]);
+            var mem = new byte[0x601];
+            request.CopyTo(mem, 0);
+            for (int i = 0; i < 64; i++) mem[0x200 + i] = (byte)i;
+            // option byte: the 4 KiB limit; a split ring of 8 with indirect and event idx
+            byte[] seed = [0, 2 << 1 | 0x30, 0, 0, .. t, .. a, .. mem];
+            File.WriteAllBytes(Path.Combine(dir, name), seed);
+        }
+    }
+
+    /// <summary>A cipher session in each layout, a chained one, an AEAD one and an akcipher op_code.</summary>
+    private static void CryptoSessions(string dir)
+    {
+        static byte[] Small(bool withOpCode, uint alg, byte opType)
+        {
+            var p = new byte[632];
+            int at = withOpCode ? 12 : 8;
+            if (withOpCode) BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(8), 2);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(at), alg);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(at + 4), 16);
+            if (opType == 2)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(at + 8), 4);
+                BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(at + 12), 32);
+                BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(at + 16), 20);
+            }
+            p[at + 24] = opType;
+            p[at + 25] = 1;
+            p[at + 26] = (byte)(opType == 2 ? 2 : 0);
+            p[at + 27] = (byte)(opType == 2 ? 2 : 0);
+            return p;
+        }
+        static byte[] Large(ulong op, uint alg, uint keyLen, uint result)
+        {
+            var p = new byte[1072];
+            BinaryPrimitives.WriteUInt64LittleEndian(p, op);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(8), alg);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(12), keyLen);
+            BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(20), result);
+            p[32] = 1;
+            p[33] = 1;
+            return p;
+        }
+        File.WriteAllBytes(Path.Combine(dir, "qemu70-cbc"), [0, .. Small(true, 3, 1)]);
+        File.WriteAllBytes(Path.Combine(dir, "qemu71-ecb"), [0, .. Small(false, 2, 1)]);
+        File.WriteAllBytes(Path.Combine(dir, "qemu71-chain"), [0, .. Small(false, 3, 2)]);
+        File.WriteAllBytes(Path.Combine(dir, "qemu81-cbc"), [1, .. Large(0x02, 3, 16, 0)]);
+        File.WriteAllBytes(Path.Combine(dir, "qemu81-gcm"), [1, .. Large(0x302, 1, 16, 16)]);
+        File.WriteAllBytes(Path.Combine(dir, "qemu81-rsa"), [1, .. Large(0x404, 1, 0, 0)]);
+        File.WriteAllBytes(Path.Combine(dir, "short"), [12, 1, 2, 3]);
     }
 
     private static byte[] Ranges(params (ulong Sector, uint Count, uint Flags)[] ranges)

@@ -25,6 +25,8 @@ public static class Program
         ["blk"] = BlkTarget.Run,
         ["nettx"] = NetTxTarget.Run,
         ["inflight"] = InflightTarget.Run,
+        ["crypto"] = CryptoTarget.Run,
+        ["cryptosession"] = CryptoSessionTarget.Run,
     };
 
     public static int Main(string[] args)

@@ -24,6 +24,8 @@ internal static class RingAccess
         if (q.SetSize((uint)size) != null) return null;
         q.SetAddress(new VringAddress(0, 0, desc, used, avail, 0));
         if (q.SetBase(baseIndex) != null) return null;
+        // as SET_VRING_ENABLE would: a ring that is not enabled hands out no chains
+        q.Enabled = true;
         return q.Start(memory) == null ? q : null;
     }
 

@@ -166,6 +166,10 @@ public sealed partial class VhostDevice
                 return GetInflightFd(p, reply);
             case VhostUserRequest.SetInflightFd:
                 return SetInflightFd(p, fds);
+            case VhostUserRequest.CreateCryptoSession:
+                return CreateCryptoSession(p, reply);
+            case VhostUserRequest.CloseCryptoSession:
+                return CloseCryptoSession(Payload.ReadU64(p));
             case VhostUserRequest.PostcopyAdvise:
                 return PostcopyAdvise(reply);
             case VhostUserRequest.PostcopyListen:
@@ -480,7 +484,7 @@ public sealed partial class VhostDevice
         using (q.AccessLock.EnterScope())
         {
             q.SetKick(fd ?? EventFd.Create(nonBlocking: true), noFd);
-            if (!VirtioFeature.Has(Features, VirtioFeature.ProtocolFeatures)) q.Enabled = true;
+            if (!VirtioFeature.Has(Features, VirtioFeature.ProtocolFeatures) || (q.Quirks & RingQuirks.LiveOnKick) != 0) q.Enabled = true;
             if (Memory.Count > 0 && q.Size > 0 && q.Address != null && !q.Started) error = q.Start(Memory);
         }
         UpdateKickWatch((int)index);
@@ -566,6 +570,26 @@ public sealed partial class VhostDevice
         if (_options.ConfigSpace is not { } cfg) return Outcome.Fail("SET_CONFIG: this device has no config space");
         return cfg.Write(this, offset, p.Slice(Payload.ConfigHeader, (int)size), flags)
             ? Outcome.Ok : Outcome.Fail($"SET_CONFIG offset {offset} size {size} refused");
+    }
+
+    private Outcome CreateCryptoSession(ReadOnlySpan<byte> p, ReplyBuffer reply)
+    {
+        if (!HasProtocolFeature(ProtocolFeature.CryptoSession))
+            return Outcome.Fail("CREATE_CRYPTO_SESSION without VHOST_USER_PROTOCOL_F_CRYPTO_SESSION");
+        if (_options.CryptoSessions is not { } sessions) return Outcome.Fail("CREATE_CRYPTO_SESSION: this device has no crypto sessions");
+        var r = reply.Reserve(p.Length);
+        p.CopyTo(r);
+        return sessions.CreateSession(this, p, r) is { } error ? Outcome.Close($"CREATE_CRYPTO_SESSION: {error}") : Outcome.Ok;
+    }
+
+    private Outcome CloseCryptoSession(ulong id)
+    {
+        if (!HasProtocolFeature(ProtocolFeature.CryptoSession))
+            return Outcome.Fail("CLOSE_CRYPTO_SESSION without VHOST_USER_PROTOCOL_F_CRYPTO_SESSION");
+        if (_options.CryptoSessions is not { } sessions) return Outcome.Fail("CLOSE_CRYPTO_SESSION: this device has no crypto sessions");
+        // an unknown id is the guest's mistake, passed on by QEMU without a reply: logged, not a reason to drop the device
+        if (sessions.CloseSession(this, id) is { } error) _logger.LogWarning("device {Id}: CLOSE_CRYPTO_SESSION {Session}: {Error}", Id, id, error);
+        return Outcome.Ok;
     }
 
     private Outcome SendRarp(ulong value)

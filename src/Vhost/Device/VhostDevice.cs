@@ -38,7 +38,7 @@ public sealed partial class VhostDevice : IGuestNotifier
         _requestClose = requestClose;
         Id = Interlocked.Increment(ref _nextId) - 1;
         _queues = new Virtqueue[options.MaxQueues];
-        for (int i = 0; i < _queues.Length; i++) _queues[i] = new Virtqueue(i, logger, this);
+        for (int i = 0; i < _queues.Length; i++) _queues[i] = new Virtqueue(i, logger, this) { Quirks = options.RingQuirks };
         Registry[Id] = this;
     }
 

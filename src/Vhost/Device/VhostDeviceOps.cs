@@ -39,3 +39,20 @@ public interface IDeviceConfigSpace
     /// <summary>The front-end writes config bytes; false to refuse.</summary>
     bool Write(VhostDevice device, uint offset, ReadOnlySpan<byte> data, uint flags);
 }
+
+/// <summary>
+/// Device-type hook for the crypto session messages (vhost_crypto's session part in DPDK). Both run on the device's
+/// connection thread; the handler keeps the sessions per device and drops them when <see cref="VhostDevice.Closed"/> fires.
+/// </summary>
+public interface ICryptoSessionHandler
+{
+    /// <summary>
+    /// CREATE_CRYPTO_SESSION: <paramref name="reply"/> is a copy of <paramref name="request"/> (the reply has the same
+    /// size); the handler writes the session id, negative on failure, where the request's layout keeps it. Returns
+    /// null when the reply is ready, or why the payload fits no layout (the connection is then closed).
+    /// </summary>
+    string? CreateSession(VhostDevice device, ReadOnlySpan<byte> request, Span<byte> reply);
+
+    /// <summary>CLOSE_CRYPTO_SESSION (no reply). Returns null, or why the id was refused (logged; the device carries on).</summary>
+    string? CloseSession(VhostDevice device, ulong sessionId);
+}

@@ -76,6 +76,13 @@ public sealed class VhostSocketOptions
 
     public IDeviceConfigSpace? ConfigSpace { get; init; }
 
+    /// <summary>CREATE_CRYPTO_SESSION / CLOSE_CRYPTO_SESSION (VHOST_USER_PROTOCOL_F_CRYPTO_SESSION): the device type that
+    /// owns sessions; null refuses both.</summary>
+    public ICryptoSessionHandler? CryptoSessions { get; init; }
+
+    /// <summary>Front-end misbehaviour the rings tolerate (a device type's choice; none by default).</summary>
+    public Rings.RingQuirks RingQuirks { get; init; }
+
     public ILoggerFactory? LoggerFactory { get; init; }
 
     /// <summary>The event threads that serve this socket's devices; null: <see cref="Runtime.VhostRuntime.Shared"/>.</summary>

@@ -37,6 +37,7 @@ internal abstract partial class RingEngine
     // what the ring runs with, fixed between a start and the next stop (see Attach)
     protected int Size;
     protected bool EventIdx;
+    protected bool AvailEvent;
     protected bool IndirectAllowed;
     protected bool InOrder;
     protected NativeWindow _desc;
@@ -52,6 +53,7 @@ internal abstract partial class RingEngine
         _usedGpa = usedGpa;
         Size = Q.Size;
         EventIdx = Q.EventIdx;
+        AvailEvent = Q.WritesAvailEvent;
         IndirectAllowed = Q.IndirectAllowed;
         InOrder = Q.InOrder;
         _desc = desc;

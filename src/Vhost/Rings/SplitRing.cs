@@ -110,7 +110,7 @@ internal sealed partial class SplitRing : RingEngine
             used += chain.SegmentCount;
             chains[n++] = chain;
         }
-        if (EventIdx && _notifyEnabled) WriteAvailEvent();
+        if (AvailEvent && _notifyEnabled) WriteAvailEvent();
         return n;
     }
 
@@ -204,7 +204,7 @@ internal sealed partial class SplitRing : RingEngine
     /// <summary>After the used index moved from <paramref name="old"/> to <paramref name="u"/>: event index or flags decide.</summary>
     private void InterruptIfAskedSplit(ushort old, ushort u)
     {
-        if (EventIdx && _notifyEnabled) WriteAvailEvent();
+        if (AvailEvent && _notifyEnabled) WriteAvailEvent();
         // store (used idx) → load (flags / used_event) needs a full fence
         Interlocked.MemoryBarrier();
         bool interrupt;
@@ -331,5 +331,7 @@ internal sealed partial class SplitRing : RingEngine
         ref ushort flags = ref _used.Ref<ushort>(0);
         Volatile.Write(ref flags, enabled ? (ushort)(flags & ~UsedNoNotify) : (ushort)(flags | UsedNoNotify));
         if (_log != null) LogUsedArea(0, 2);
+        // a guest that negotiated event idx with its front-end only reads avail_event, not the flags
+        if (enabled && AvailEvent) WriteAvailEvent();
     }
 }

@@ -305,6 +305,12 @@ public sealed partial class Virtqueue
 
     public bool IndirectAllowed { get; private set; }
 
+    /// <summary>What this queue's front-end is allowed to get wrong (the socket's choice; none by default).</summary>
+    public RingQuirks Quirks { get; internal set; }
+
+    /// <summary>The engine writes avail_event: event idx negotiated, or the front-end may use it anyway.</summary>
+    internal bool WritesAvailEvent => EventIdx || (Quirks & RingQuirks.AlwaysWriteAvailEvent) != 0;
+
     public bool InOrder { get; private set; }
 
     public ulong Features { get; private set; }
@@ -404,7 +410,7 @@ public sealed partial class Virtqueue
         Features = features;
         IsPacked = VirtioFeature.Has(features, VirtioFeature.RingPacked);
         EventIdx = VirtioFeature.Has(features, VirtioFeature.RingEventIdx);
-        IndirectAllowed = VirtioFeature.Has(features, VirtioFeature.RingIndirectDesc);
+        IndirectAllowed = VirtioFeature.Has(features, VirtioFeature.RingIndirectDesc) || (Quirks & RingQuirks.IndirectWithoutNegotiation) != 0;
         InOrder = VirtioFeature.Has(features, VirtioFeature.InOrder);
         MatchEngine();
     }

@@ -32,13 +32,16 @@ public sealed class QemuGuest : PeerProcess
     public Task<GuestResult> Completion { get; }
 
     /// <summary>Starts the guest (building it first if needed) and returns at once.</summary>
-    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? append = null) =>
-        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), SharedHarness.GuestDir(), append);
+    public static QemuGuest Start(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? append = null,
+        string? guestDir = null) =>
+        new(script, [.. qemuArgs], dir, timeout ?? TimeSpan.FromSeconds(120), guestDir ?? SharedHarness.GuestDir(), append);
 
-    /// <summary>Runs a guest to the end: <c>guest-run.sh GUESTDIR SCRIPT ARGS...</c>; <paramref name="append"/> adds kernel arguments.</summary>
-    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null, string? append = null)
+    /// <summary>Runs a guest to the end: <c>guest-run.sh GUESTDIR SCRIPT ARGS...</c>; <paramref name="append"/> adds kernel
+    /// arguments, <paramref name="guestDir"/> names another guest than the shared one.</summary>
+    public static async Task<GuestResult> RunAsync(string script, IEnumerable<string> qemuArgs, PeerTempDir dir, TimeSpan? timeout = null,
+        string? append = null, string? guestDir = null)
     {
-        using var g = Start(script, qemuArgs, dir, timeout, append);
+        using var g = Start(script, qemuArgs, dir, timeout, append, guestDir);
         return await g.Completion.ConfigureAwait(false);
     }
 

@@ -31,6 +31,18 @@ public sealed class VhostTool : PeerProcess
         return tool;
     }
 
+    /// <summary>`vhost crypto --socket SOCK ...` (server mode); waits for the socket.</summary>
+    public static VhostTool StartCrypto(PeerTempDir dir, string socket, params string[] extra)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var args = new List<string> { dll, "crypto", "--socket", socket, "--stats-period", "0.5" };
+        args.AddRange(extra);
+        if (File.Exists(socket)) File.Delete(socket);
+        var tool = new VhostTool(args, dir.File($"vhost-crypto-{Guid.NewGuid():N}"[..20] + ".log"), TimeSpan.FromSeconds(240));
+        WaitFor(() => File.Exists(socket), TimeSpan.FromSeconds(30), $"vhost made no socket {socket}:\n{tool.Tail()}");
+        return tool;
+    }
+
     /// <summary>`vhost blk --client --socket SOCK ...`: returns once the tool has started; it connects when the socket appears.</summary>
     public static VhostTool StartBlkClient(PeerTempDir dir, string socket, params string[] extra)
     {
@@ -60,7 +72,7 @@ public sealed class VhostTool : PeerProcess
         return d;
     }
 
-    private static void WaitFor(Func<bool> cond, TimeSpan timeout, string message)
+    internal static void WaitFor(Func<bool> cond, TimeSpan timeout, string message)
     {
         var end = DateTime.UtcNow + timeout;
         while (!cond())
