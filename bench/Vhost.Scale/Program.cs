@@ -169,7 +169,7 @@ internal static class Scale
         var perSecond = new List<double>();
         var clock = Stopwatch.StartNew();
         ushort lastUsed = tx.UsedIndex;
-        long taken = 0, mark = 0;
+        long taken = 0, mark = 0, idle = 0;
         double markAt = 0;
         while (perSecond.Count < seconds + 1)
         {
@@ -182,7 +182,12 @@ internal static class Scale
                 // in order: what was used is free again; keep the ring full
                 tx.Offer(done);
             }
-            else Thread.SpinWait(8);
+            else
+            {
+                Thread.SpinWait(8);
+                // a back-end that waits for kicks (or missed the first) gets one now and then while nothing moves
+                if ((++idle & 0xffff) == 0) setup[1].Kick();
+            }
             double now = clock.Elapsed.TotalSeconds;
             if (now - markAt >= 1)
             {
