@@ -41,7 +41,7 @@ internal sealed partial class BlkRequestProcessor
         Span<byte> header = stackalloc byte[BlkWire.HeaderSize];
         var readable = segs[..chain.ReadableSegments];
         var writable = segs[chain.ReadableSegments..];
-        if (chain.ReadableBytes < BlkWire.HeaderSize || !Gather(readable, 0, header))
+        if (chain.ReadableBytes < BlkWire.HeaderSize || !BufferSegments.Gather(readable, 0, header))
             return Finish(statusWindow, Invalid(stats, queue, chain.Id, 0, "request header shorter than 16 bytes"), 0);
 
         var type = (BlkRequestType)BinaryPrimitives.ReadUInt32LittleEndian(header);
@@ -140,7 +140,7 @@ internal sealed partial class BlkRequestProcessor
         }
         // the guest may rewrite the ranges while we work: copy them once, then check and apply only the copy
         Span<byte> ranges = stackalloc byte[(int)count * BlkWire.RangeSize];
-        if (!Gather(readable, BlkWire.HeaderSize, ranges))
+        if (!BufferSegments.Gather(readable, BlkWire.HeaderSize, ranges))
             return Invalid(stats, queue, id, 0, "discard/write-zeroes ranges shorter than the payload");
         // every range is checked before any is applied: a bad request changes nothing
         for (int i = 0; i < ranges.Length; i += BlkWire.RangeSize)
@@ -197,26 +197,6 @@ internal sealed partial class BlkRequestProcessor
         return 0;
     }
 
-    /// <summary>Copies bytes that may straddle segments (headers, ranges) into a small buffer.</summary>
-    private static bool Gather(ReadOnlySpan<BufferSegment> segs, long skip, Span<byte> destination)
-    {
-        int done = 0;
-        foreach (ref readonly var s in segs)
-        {
-            if (done == destination.Length) break;
-            long segLen = (long)s.Window.Length;
-            if (skip >= segLen)
-            {
-                skip -= segLen;
-                continue;
-            }
-            int take = (int)Math.Min(segLen - skip, destination.Length - done);
-            s.Window.Span((nuint)skip, take).CopyTo(destination[done..]);
-            done += take;
-            skip = 0;
-        }
-        return done == destination.Length;
-    }
 
     private void WriteId(ReadOnlySpan<BufferSegment> writable)
     {

@@ -56,7 +56,7 @@ internal sealed partial class CryptoRequestProcessor
         var last = segs[^1].Window;
         Span<byte> req = stackalloc byte[DataRequest.Size];
         CryptoStatus status;
-        if (chain.ReadableBytes < DataRequest.Size || !Gather(readable, 0, req))
+        if (chain.ReadableBytes < DataRequest.Size || !BufferSegments.Gather(readable, 0, req))
             status = Refuse(chain.Id, "request shorter than 72 bytes");
         else
             status = Run(chain, req, readable, writable);
@@ -132,12 +132,12 @@ internal sealed partial class CryptoRequestProcessor
         if (s.Cbc && ivLen != s.BlockSize) return Refuse(chain.Id, "IV length is not the cipher's block size");
         Span<byte> iv = stackalloc byte[MaxIv];
         iv = iv[..(int)ivLen];
-        Gather(readable, DataRequest.Size, iv);
+        BufferSegments.Gather(readable, DataRequest.Size, iv);
         var src = _in.AsSpan(0, (int)srcLen);
         var dst = _out.AsSpan(0, (int)srcLen);
-        Gather(readable, DataRequest.Size + ivLen, src);
+        BufferSegments.Gather(readable, DataRequest.Size + ivLen, src);
         Transform(s, src, iv, dst);
-        Scatter(writable, 0, dst);
+        BufferSegments.Scatter(writable, 0, dst);
         return Ok(srcLen);
     }
 
@@ -161,18 +161,18 @@ internal sealed partial class CryptoRequestProcessor
         if (resultLen != s.ResultLen) return Refuse(chain.Id, "hash result length differs from the session's");
         Span<byte> iv = stackalloc byte[MaxIv];
         iv = iv[..(int)ivLen];
-        Gather(readable, DataRequest.Size, iv);
+        BufferSegments.Gather(readable, DataRequest.Size, iv);
         var src = _in.AsSpan(0, (int)srcLen);
         var dst = _out.AsSpan(0, (int)srcLen);
-        Gather(readable, DataRequest.Size + ivLen, src);
+        BufferSegments.Gather(readable, DataRequest.Size + ivLen, src);
         src.CopyTo(dst);
         Span<byte> digest = stackalloc byte[MaxDigest];
         // hash-then-cipher hashes what came in, cipher-then-hash what goes out
         if (s.Order == ChainOrder.HashThenCipher) s.Digest(src.Slice((int)hs, (int)lh), digest);
         Transform(s, src.Slice((int)cs, (int)lc), iv, dst.Slice((int)cs, (int)lc));
         if (s.Order == ChainOrder.CipherThenHash) s.Digest(dst.Slice((int)hs, (int)lh), digest);
-        Scatter(writable, 0, dst);
-        Scatter(writable, dstLen, digest[..(int)resultLen]);
+        BufferSegments.Scatter(writable, 0, dst);
+        BufferSegments.Scatter(writable, dstLen, digest[..(int)resultLen]);
         return Ok(srcLen);
     }
 
@@ -183,10 +183,10 @@ internal sealed partial class CryptoRequestProcessor
         if (CheckLengths(chain, 0, 0, srcLen, 0, resultLen) is { } bad) return Refuse(chain.Id, bad);
         if (resultLen == 0 || resultLen > s.DigestSize) return Refuse(chain.Id, "hash result length beyond the digest");
         var src = _in.AsSpan(0, (int)srcLen);
-        Gather(readable, DataRequest.Size, src);
+        BufferSegments.Gather(readable, DataRequest.Size, src);
         Span<byte> digest = stackalloc byte[MaxDigest];
         s.Digest(src, digest);
-        Scatter(writable, 0, digest[..(int)resultLen]);
+        BufferSegments.Scatter(writable, 0, digest[..(int)resultLen]);
         return Ok(srcLen);
     }
 
@@ -205,11 +205,11 @@ internal sealed partial class CryptoRequestProcessor
         if ((ulong)dstLen < (encrypt ? (ulong)srcLen + tagLen : text)) return Refuse(chain.Id, "destination too short");
         Span<byte> nonce = stackalloc byte[MaxIv];
         nonce = nonce[..(int)ivLen];
-        Gather(readable, DataRequest.Size, nonce);
+        BufferSegments.Gather(readable, DataRequest.Size, nonce);
         var aad = _aad.AsSpan(0, (int)aadLen);
-        Gather(readable, DataRequest.Size + ivLen, aad);
+        BufferSegments.Gather(readable, DataRequest.Size + ivLen, aad);
         var src = _in.AsSpan(0, (int)srcLen);
-        Gather(readable, DataRequest.Size + ivLen + aadLen, src);
+        BufferSegments.Gather(readable, DataRequest.Size + ivLen + aadLen, src);
         if (encrypt)
         {
             var ct = _out.AsSpan(0, (int)srcLen);
@@ -217,7 +217,7 @@ internal sealed partial class CryptoRequestProcessor
             if (s.Gcm != null) s.Gcm.Encrypt(nonce, src, ct, tag, aad);
             else if (s.Ccm != null) s.Ccm.Encrypt(nonce, src, ct, tag, aad);
             else s.ChaCha!.Encrypt(nonce, src, ct, tag, aad);
-            Scatter(writable, 0, _out.AsSpan(0, (int)(srcLen + tagLen)));
+            BufferSegments.Scatter(writable, 0, _out.AsSpan(0, (int)(srcLen + tagLen)));
         }
         else
         {
@@ -227,7 +227,7 @@ internal sealed partial class CryptoRequestProcessor
             if (s.Gcm != null) s.Gcm.Decrypt(nonce, ct, tag, pt, aad);
             else if (s.Ccm != null) s.Ccm.Decrypt(nonce, ct, tag, pt, aad);
             else s.ChaCha!.Decrypt(nonce, ct, tag, pt, aad);
-            Scatter(writable, 0, pt);
+            BufferSegments.Scatter(writable, 0, pt);
         }
         return Ok(srcLen);
     }
@@ -251,7 +251,7 @@ internal sealed partial class CryptoRequestProcessor
         bool needsPrivate = opcode == VirtioCryptoSpec.AkcipherDecrypt || opcode == VirtioCryptoSpec.AkcipherSign;
         if (needsPrivate && !s.PrivateKey) return Refuse(chain.Id, "a public-key session cannot decrypt or sign");
         var src = _in.AsSpan(0, (int)srcLen);
-        Gather(readable, DataRequest.Size, src);
+        BufferSegments.Gather(readable, DataRequest.Size, src);
         var dst = _out.AsSpan(0, verify ? 0 : (int)dstLen);
         dst.Clear();
         if (opcode == VirtioCryptoSpec.AkcipherEncrypt)
@@ -277,7 +277,7 @@ internal sealed partial class CryptoRequestProcessor
             if (dstLen != s.RsaHashSize) return Refuse(chain.Id, "digest is not the session hash's size");
             Span<byte> digest = stackalloc byte[MaxDigest];
             digest = digest[..(int)dstLen];
-            Gather(readable, DataRequest.Size + srcLen, digest);
+            BufferSegments.Gather(readable, DataRequest.Size + srcLen, digest);
             if (!rsa.VerifyHash(digest, src, s.RsaHash, RSASignaturePadding.Pkcs1))
             {
                 Interlocked.Increment(ref _stats._badMessages);
@@ -285,7 +285,7 @@ internal sealed partial class CryptoRequestProcessor
             }
             return Ok(srcLen);
         }
-        Scatter(writable, 0, dst);
+        BufferSegments.Scatter(writable, 0, dst);
         return Ok(srcLen);
     }
 
@@ -339,46 +339,7 @@ internal sealed partial class CryptoRequestProcessor
 
     private static uint U32(ReadOnlySpan<byte> req, int offset) => BinaryPrimitives.ReadUInt32LittleEndian(req[offset..]);
 
-    /// <summary>Copies bytes that may straddle segments into private memory.</summary>
-    private static bool Gather(ReadOnlySpan<BufferSegment> segs, long skip, Span<byte> destination)
-    {
-        int done = 0;
-        foreach (ref readonly var s in segs)
-        {
-            if (done == destination.Length) break;
-            long segLen = (long)s.Window.Length;
-            if (skip >= segLen)
-            {
-                skip -= segLen;
-                continue;
-            }
-            int take = (int)Math.Min(segLen - skip, destination.Length - done);
-            s.Window.Span((nuint)skip, take).CopyTo(destination[done..]);
-            done += take;
-            skip = 0;
-        }
-        return done == destination.Length;
-    }
 
-    /// <summary>Copies a result into the writable segments from <paramref name="skip"/> on (the lengths were checked).</summary>
-    private static void Scatter(ReadOnlySpan<BufferSegment> segs, long skip, ReadOnlySpan<byte> source)
-    {
-        int done = 0;
-        foreach (ref readonly var s in segs)
-        {
-            if (done == source.Length) break;
-            long segLen = (long)s.Window.Length;
-            if (skip >= segLen)
-            {
-                skip -= segLen;
-                continue;
-            }
-            int take = (int)Math.Min(segLen - skip, source.Length - done);
-            source.Slice(done, take).CopyTo(s.Window.Span((nuint)skip, take));
-            done += take;
-            skip = 0;
-        }
-    }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "crypto queue {Queue}: request {Id} refused: {Reason}")]
     private static partial void LogRefused(ILogger logger, int queue, ushort id, string reason);

@@ -78,3 +78,49 @@ public interface IBufferTaker
     /// </summary>
     bool Take(int index, ReadOnlySpan<byte> buffer);
 }
+
+/// <summary>Copies between a chain's segments and private memory, for device types that parse requests laid across descriptors.</summary>
+public static class BufferSegments
+{
+    /// <summary>Copies <paramref name="destination"/>.Length bytes starting <paramref name="skip"/> bytes into the segments; false when they hold fewer.</summary>
+    public static bool Gather(ReadOnlySpan<BufferSegment> segments, long skip, Span<byte> destination)
+    {
+        int done = 0;
+        foreach (ref readonly var s in segments)
+        {
+            if (done == destination.Length) break;
+            long segLen = (long)s.Window.Length;
+            if (skip >= segLen)
+            {
+                skip -= segLen;
+                continue;
+            }
+            int take = (int)Math.Min(segLen - skip, destination.Length - done);
+            s.Window.Span((nuint)skip, take).CopyTo(destination[done..]);
+            done += take;
+            skip = 0;
+        }
+        return done == destination.Length;
+    }
+
+    /// <summary>Copies <paramref name="source"/> into the segments from <paramref name="skip"/> bytes on; false when they hold fewer bytes.</summary>
+    public static bool Scatter(ReadOnlySpan<BufferSegment> segments, long skip, ReadOnlySpan<byte> source)
+    {
+        int done = 0;
+        foreach (ref readonly var s in segments)
+        {
+            if (done == source.Length) break;
+            long segLen = (long)s.Window.Length;
+            if (skip >= segLen)
+            {
+                skip -= segLen;
+                continue;
+            }
+            int take = (int)Math.Min(segLen - skip, source.Length - done);
+            source.Slice(done, take).CopyTo(s.Window.Span((nuint)skip, take));
+            done += take;
+            skip = 0;
+        }
+        return done == source.Length;
+    }
+}
