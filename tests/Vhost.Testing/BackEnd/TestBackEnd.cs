@@ -55,12 +55,15 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 
     public IEnumerable<string> Errors => _lines.Where(l => l.Level >= LogLevel.Error).Select(l => l.Text);
 
-    public bool WaitForError(string contains, TimeSpan? timeout = null)
+    public bool WaitForError(string contains, TimeSpan? timeout = null) => WaitFor(contains, LogLevel.Error, timeout);
+
+    /// <summary>Waits for a line of at least <paramref name="level"/> containing <paramref name="contains"/>.</summary>
+    public bool WaitFor(string contains, LogLevel level = LogLevel.Trace, TimeSpan? timeout = null)
     {
         var end = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(5));
         while (DateTime.UtcNow < end)
         {
-            if (Errors.Any(e => e.Contains(contains, StringComparison.OrdinalIgnoreCase))) return true;
+            if (_lines.Any(l => l.Level >= level && l.Text.Contains(contains, StringComparison.OrdinalIgnoreCase))) return true;
             Thread.Sleep(10);
         }
         return false;
