@@ -108,11 +108,11 @@ public sealed partial class BlkInteropTests(ITestOutputHelper output)
         {
             string[] args =
             [
-                "-M", "q35", "-device", "intel-iommu,intremap=on,device-iotlb=on", "-device", "pcie-root-port,id=rp0,slot=1",
+                .. QemuGuest.ViommuMachineArgs,
                 "-chardev", $"socket,id=c0,path={sock}",
                 "-device", "vhost-user-blk-pci,chardev=c0,bus=rp0,iommu_platform=on,ats=on" + (packed ? ",packed=on" : ""),
             ];
-            r = Check(await QemuGuest.RunAsync(Integrity, args, dir, T, "intel_iommu=on iommu.strict=1"), "vIOMMU strict");
+            r = Check(await QemuGuest.RunAsync(Integrity, args, dir, T, QemuGuest.ViommuStrictAppend), "vIOMMU strict");
             Assert.Equal(0, tool.Interrupt(TimeSpan.FromSeconds(20)));
             totals = tool.Output;
         }

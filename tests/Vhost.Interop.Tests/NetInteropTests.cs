@@ -217,12 +217,12 @@ public sealed class NetInteropTests(ITestOutputHelper output)
         using var tool = VhostTool.StartNet(dir, "responder", [sock], eventDriven ? ["--iommu", "--event-driven"] : ["--iommu"]);
         string[] args =
         [
-            "-M", "q35", "-device", "intel-iommu,intremap=on,device-iotlb=on", "-device", "pcie-root-port,id=rp0,slot=1",
+            .. QemuGuest.ViommuMachineArgs,
             "-chardev", $"socket,id=c1,path={sock}", "-netdev", "vhost-user,id=n0,chardev=c1",
             "-device", "virtio-net-pci,netdev=n0,romfile=,vectors=0,mac=52:54:00:12:34:56,bus=rp0,iommu_platform=on,ats=on" + (packed ? ",packed=on" : ""),
         ];
         var result = await QemuGuest.RunAsync(SharedHarness.Script("guest-tests/net-ping.sh"), args, dir, TimeSpan.FromSeconds(300),
-            "intel_iommu=on iommu.strict=1");
+            QemuGuest.ViommuStrictAppend);
         output.WriteLine(result.ToString());
         Assert.Equal(0, tool.Interrupt(TimeSpan.FromSeconds(20)));
         output.WriteLine(tool.Tail(20));

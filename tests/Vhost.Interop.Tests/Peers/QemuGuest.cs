@@ -45,6 +45,14 @@ public sealed class QemuGuest : PeerProcess
         return await g.Completion.ConfigureAwait(false);
     }
 
+    /// <summary>A q35 machine with an emulated Intel IOMMU and a PCIe root port "rp0" for the device behind it (add
+    /// <c>bus=rp0,iommu_platform=on,ats=on</c> to the device; ats is ignored off a root port).</summary>
+    public static readonly string[] ViommuMachineArgs =
+        ["-M", "q35", "-device", "intel-iommu,intremap=on,device-iotlb=on", "-device", "pcie-root-port,id=rp0,slot=1"];
+
+    /// <summary>Kernel arguments for a guest that uses the vIOMMU in strict mode (every unmap flushed at once).</summary>
+    public const string ViommuStrictAppend = "intel_iommu=on iommu.strict=1";
+
     /// <summary>QEMU arguments for a vhost-user-net device on <paramref name="socket"/> (vectors=0: QEMU 7.2
     /// under TCG crashes with MSI-X on vhost-user-net; romfile= skips iPXE).</summary>
     public static string[] NetDeviceArgs(string socket, string mac = "52:54:00:12:34:56") =>

@@ -98,6 +98,17 @@ public sealed class IotlbTests
             }
         }
 
+        /// <summary>Posts a writable 64-byte buffer on a page nobody mapped, looks once (nothing is popped) and checks the
+        /// miss came; returns the page's guest-physical address.</summary>
+        public ulong PostUnmappedBuffer(DriverRing ring)
+        {
+            ulong buf = Memory.Allocate(4096, 4096);
+            ring.Add(new DriverBuffer(Iova(buf), 64, true));
+            Assert.Empty(Pop().Chains);
+            Assert.NotNull(NextMiss());
+            return buf;
+        }
+
         /// <summary>Answers <paramref name="count"/> misses with page updates, as QEMU does.</summary>
         public void AnswerMisses(int count)
         {
@@ -206,10 +217,7 @@ public sealed class IotlbTests
         Assert.Equal(0UL, h.Update(h.Memory.Allocate(4096, 4096), 4096));
         Assert.False(handler.Served.Wait(200));
         var ring = DriverRing.Create(h.Setup[0], h.Memory);
-        ulong buf = h.Memory.Allocate(4096, 4096);
-        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
-        Assert.Empty(h.Pop().Chains);
-        Assert.NotNull(h.NextMiss());
+        ulong buf = h.PostUnmappedBuffer(ring);
         Assert.True(h.Q0.AwaitingIotlb);
         Assert.False(handler.Served.Wait(0));
         // the update the miss asked for gives queue 1's handler a turn, though nothing kicked queue 1
@@ -224,10 +232,7 @@ public sealed class IotlbTests
         using var h = new Harness();
         h.Be.Ops.WaitFor("new");
         var ring = DriverRing.Create(h.Setup[0], h.Memory);
-        ulong buf = h.Memory.Allocate(4096, 4096);
-        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
-        Assert.Empty(h.Pop().Chains);
-        Assert.NotNull(h.NextMiss());
+        ulong buf = h.PostUnmappedBuffer(ring);
         Assert.Equal(0UL, h.Update(buf, 4096));
         Assert.Single(h.Pop().Chains);
         Assert.Equal(0UL, h.Invalidate(Harness.Iova(buf), 4096));
@@ -268,10 +273,7 @@ public sealed class IotlbTests
         using var h = new Harness(missTimeout: TimeSpan.Zero);
         h.Be.Ops.WaitFor("new");
         var ring = DriverRing.Create(h.Setup[0], h.Memory);
-        ulong buf = h.Memory.Allocate(4096, 4096);
-        ring.Add(new DriverBuffer(Harness.Iova(buf), 64, true));
-        Assert.Empty(h.Pop().Chains);
-        Assert.NotNull(h.NextMiss());
+        ulong buf = h.PostUnmappedBuffer(ring);
         Assert.Equal(0, h.Q0.BadChains);
         // the next look finds the miss older than the timeout: the chain goes back to the guest with nothing written
         Assert.Empty(h.Pop().Chains);
