@@ -297,9 +297,12 @@ internal sealed partial class PackedRing : RingEngine
 
     /// <summary>The packed ring's form of <see cref="Virtqueue.Fill"/>.</summary>
     internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct =>
-        _log == null ? Fill<TFiller, LogOff>(ref filler, count) : Fill<TFiller, LogOn>(ref filler, count);
+        _iotlb == null
+            ? (_log == null ? Fill<TFiller, LogOff, PhysicalAddresses>(ref filler, count) : Fill<TFiller, LogOn, PhysicalAddresses>(ref filler, count))
+            : (_log == null ? Fill<TFiller, LogOff, IoVirtualAddresses>(ref filler, count) : Fill<TFiller, LogOn, IoVirtualAddresses>(ref filler, count));
 
-    private int Fill<TFiller, TLog>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode
+    private int Fill<TFiller, TLog, TAddr>(ref TFiller filler, int count)
+        where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode where TAddr : struct, IAddressMode
     {
         if (_heldCount > 0) ReturnHeld();
         // the ring as a span made once and the indexes in locals, as in FillSplit: per frame the loop stores
@@ -325,10 +328,10 @@ internal sealed partial class PackedRing : RingEngine
             int need = filler.Needed(n);
             uint len = d.Len;
             ulong addr = d.Addr;
-            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !TryTranslateFast<TAddr>(memory, addr, len, true, out var w, out ulong gpa)) break;
             ushort id = d.Word12;
             filler.Fill(n, w.Span(0, need));
-            if (TLog.On) LogGpa(addr, (uint)need);
+            if (TLog.On) LogGpa(gpa, (uint)need);
             ref var used = ref ring[u];
             used.Len = (uint)need;
             // in order, the used slot is the one the buffer came in, and its id is already there
@@ -377,7 +380,10 @@ internal sealed partial class PackedRing : RingEngine
     private static ushort UsedWritableFlags(bool wrap) => (ushort)((wrap ? PackedAvail | PackedUsed : 0) | DescWrite);
 
     /// <summary>The packed ring's form of <see cref="Virtqueue.Take"/>; with VIRTIO_F_IN_ORDER and <see cref="QueuePolicy.BatchInOrderUsed"/> one used descriptor returns them all.</summary>
-    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct =>
+        _iotlb == null ? Take<TTaker, PhysicalAddresses>(ref taker, count) : Take<TTaker, IoVirtualAddresses>(ref taker, count);
+
+    private int Take<TTaker, TAddr>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct where TAddr : struct, IAddressMode
     {
         bool oneUsed = _policy.BatchInOrderUsed && InOrder;
         bool hold = oneUsed && _policy.HoldTakenReturns;
@@ -411,7 +417,7 @@ internal sealed partial class PackedRing : RingEngine
                 // a buffer the device only reads: a WRITE flag is ignored on such queues, refused elsewhere
                 if ((flags & DescWrite) != 0 && !_policy.DeviceReadsOnly) break;
                 var d = _desc.Ref<RawDescriptor>((nuint)slot * 16);
-                if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
+                if (d.Len == 0 || d.Len > MaxChainBytes || !TryTranslateFast<TAddr>(_memory, d.Addr, d.Len, false, out ahead[k], out _)) break;
                 aheadId[k] = d.Word12;
                 ahead[k].Prefetch();
                 k++;

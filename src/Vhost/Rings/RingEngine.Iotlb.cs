@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Vhost.Interop;
 using Vhost.Memory;
 
@@ -23,6 +24,35 @@ internal abstract partial class RingEngine
     internal long IotlbMisses => Interlocked.Read(ref _iotlbMisses);
 
     private static IotlbAccess Need(bool writable) => writable ? IotlbAccess.Write : IotlbAccess.Read;
+
+    /// <summary>Whether a fast path is instantiated for IOVAs (a vIOMMU) or guest-physical addresses: a constant per instantiation.</summary>
+    internal interface IAddressMode
+    {
+        static abstract bool Iova { get; }
+    }
+
+    internal struct PhysicalAddresses : IAddressMode
+    {
+        public static bool Iova => false;
+    }
+
+    internal struct IoVirtualAddresses : IAddressMode
+    {
+        public static bool Iova => true;
+    }
+
+    /// <summary>The fast paths' lookup of a whole buffer in either address space; false leaves the buffer to the general walk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected bool TryTranslateFast<TAddr>(GuestMemory memory, ulong addr, ulong len, bool writable, out NativeWindow w, out ulong gpa)
+        where TAddr : struct, IAddressMode
+    {
+        if (!TAddr.Iova)
+        {
+            gpa = addr;
+            return memory.TryTranslate(addr, len, out w);
+        }
+        return TryTranslateIovaWhole(addr, len, writable, out w, out gpa);
+    }
 
     /// <summary>The fast path's lookup: the whole buffer in one front-end piece, or false with nothing counted but
     /// the hit (the general walk then reports a miss or a fault).</summary>

@@ -188,7 +188,7 @@ internal abstract partial class RingEngine
     protected const int TakeAhead = 8;
 
     /// <summary>Whether Fill and Take may run: in-flight tracking, resubmissions and staged elements need the general path's bookkeeping.</summary>
-    internal bool FastPathOpen => !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian && _iotlb == null;
+    internal bool FastPathOpen => !_inflightOn && _resubmitAt >= _resubmitCount && _staged == 0 && BitConverter.IsLittleEndian;
 
     /// <summary>Stages a used element; nothing is visible to the driver until <see cref="FlushUsed"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -226,9 +226,12 @@ internal sealed partial class SplitRing : RingEngine
 
     /// <summary>The split ring's form of <see cref="Virtqueue.Fill"/>: one-descriptor writable chains, used elements written in place.</summary>
     internal int Fill<TFiller>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct =>
-        _log == null ? Fill<TFiller, LogOff>(ref filler, count) : Fill<TFiller, LogOn>(ref filler, count);
+        _iotlb == null
+            ? (_log == null ? Fill<TFiller, LogOff, PhysicalAddresses>(ref filler, count) : Fill<TFiller, LogOn, PhysicalAddresses>(ref filler, count))
+            : (_log == null ? Fill<TFiller, LogOff, IoVirtualAddresses>(ref filler, count) : Fill<TFiller, LogOn, IoVirtualAddresses>(ref filler, count));
 
-    private int Fill<TFiller, TLog>(ref TFiller filler, int count) where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode
+    private int Fill<TFiller, TLog, TAddr>(ref TFiller filler, int count)
+        where TFiller : IBufferFiller, allows ref struct where TLog : struct, ILogMode where TAddr : struct, IAddressMode
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         ushort last = _lastAvail;
@@ -256,9 +259,9 @@ internal sealed partial class SplitRing : RingEngine
             uint len = d.Len;
             ulong addr = d.Addr;
             int need = filler.Needed(n);
-            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !memory.TryTranslate(addr, len, out var w)) break;
+            if (need <= 0 || len < (uint)need || len > MaxChainBytes || !TryTranslateFast<TAddr>(memory, addr, len, true, out var w, out ulong gpa)) break;
             filler.Fill(n, w.Span(0, need));
-            if (TLog.On) LogGpa(addr, (uint)need);
+            if (TLog.On) LogGpa(gpa, (uint)need);
             usedRing[(old + n) & mask] = head | ((ulong)(uint)need << 32);
         }
         if (n == 0) return 0;
@@ -268,7 +271,10 @@ internal sealed partial class SplitRing : RingEngine
     }
 
     /// <summary>The split ring's form of <see cref="Virtqueue.Take"/>: one-descriptor readable chains, used elements written in place.</summary>
-    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct
+    internal int Take<TTaker>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct =>
+        _iotlb == null ? Take<TTaker, PhysicalAddresses>(ref taker, count) : Take<TTaker, IoVirtualAddresses>(ref taker, count);
+
+    private int Take<TTaker, TAddr>(ref TTaker taker, int count) where TTaker : IBufferTaker, allows ref struct where TAddr : struct, IAddressMode
     {
         ushort availIdx = Volatile.Read(ref _avail.Ref<ushort>(2));
         int pending = (ushort)(availIdx - _lastAvail);
@@ -292,7 +298,7 @@ internal sealed partial class SplitRing : RingEngine
                 if (head >= Size) break;
                 var d = _desc.Ref<RawDescriptor>((nuint)head * 16);
                 if ((d.Word12 & (DescNext | DescIndirect)) != 0 || ((d.Word12 & DescWrite) != 0 && !_policy.DeviceReadsOnly)) break;
-                if (d.Len == 0 || d.Len > MaxChainBytes || !_memory.TryTranslate(d.Addr, d.Len, out ahead[k])) break;
+                if (d.Len == 0 || d.Len > MaxChainBytes || !TryTranslateFast<TAddr>(_memory, d.Addr, d.Len, false, out ahead[k], out _)) break;
                 aheadHead[k] = head;
                 k++;
             }

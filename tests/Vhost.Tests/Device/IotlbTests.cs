@@ -311,6 +311,75 @@ public sealed class IotlbTests
         Assert.Equal((nuint)104, segs[1].Window.Length);
     }
 
+    private ref struct ByteFiller(byte value, int size) : IBufferFiller
+    {
+        public readonly int Needed(int index) => size;
+
+        public readonly void Fill(int index, Span<byte> buffer) => buffer.Fill(value);
+    }
+
+    private ref struct SummingTaker : IBufferTaker
+    {
+        public int Bytes;
+
+        public bool Take(int index, ReadOnlySpan<byte> buffer)
+        {
+            Bytes += buffer.Length;
+            return true;
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheFastPathsTranslateIovasAndLeaveMissesAndPermissionsToTheGeneralPath(bool packed)
+    {
+        using var h = new Harness(packed);
+        h.Be.Ops.WaitFor("new");
+        var ring = DriverRing.Create(h.Setup[0], h.Memory);
+        ulong a = h.Memory.Allocate(4096, 4096);
+        Assert.Equal(0UL, h.Update(a, 4096));
+        ring.Add(new DriverBuffer(Harness.Iova(a), 64, true));
+        ring.Add(new DriverBuffer(Harness.Iova(a + 64), 64, true));
+        long hits = h.Q0.IotlbHits;
+        var filler = new ByteFiller(0x5a, 64);
+        using (var b = h.Burst(h.Q0)) Assert.Equal(2, b.Fill(ref filler, 4));
+        Assert.Equal(hits + 2, h.Q0.IotlbHits);
+        // the bytes land at the guest-physical address behind the IOVA
+        Assert.All(h.Memory.Span(a, 128).ToArray(), x => Assert.Equal(0x5a, x));
+        Assert.True(ring.TryGetUsed(out var u1) && u1.Length == 64);
+        Assert.True(ring.TryGetUsed(out var u2) && u2.Length == 64);
+
+        // a buffer on a page without an entry: Fill stops before it and the general path asks for the page
+        ulong unmapped = h.Memory.Allocate(4096, 4096);
+        ring.Add(new DriverBuffer(Harness.Iova(unmapped), 64, true));
+        using (var b = h.Burst(h.Q0)) Assert.Equal(0, b.Fill(ref filler, 1));
+        Assert.Empty(h.Pop().Chains);
+        Assert.NotNull(h.NextMiss());
+        Assert.Equal(0UL, h.Update(unmapped, 4096));
+        using (var b = h.Burst(h.Q0)) Assert.Equal(1, b.Fill(ref filler, 1));
+        Assert.Equal(0x5a, h.Memory.Span(unmapped, 1)[0]);
+        Assert.True(ring.TryGetUsed(out _));
+
+        // a read-only entry: Fill writes nothing and the general path fails the chain
+        ulong ro = h.Memory.Allocate(4096, 4096);
+        Assert.Equal(0UL, h.Update(ro, 4096, IotlbPayload.PermRead));
+        ring.Add(new DriverBuffer(Harness.Iova(ro), 64, true));
+        using (var b = h.Burst(h.Q0)) Assert.Equal(0, b.Fill(ref filler, 1));
+        Assert.Equal(0, h.Memory.Span(ro, 1)[0]);
+        Assert.Empty(h.Pop().Chains);
+        Assert.Equal(1, h.Q0.BadChains);
+        Assert.True(ring.TryGetUsed(out _));
+
+        // Take reads through the IOVA too
+        ring.Add(new DriverBuffer(Harness.Iova(a + 256), 100, false));
+        var taker = new SummingTaker();
+        using (var b = h.Burst(h.Q0)) Assert.Equal(1, b.Take(ref taker, 4));
+        Assert.Equal(100, taker.Bytes);
+        Assert.True(ring.TryGetUsed(out _));
+        Assert.True(h.Dev.IsRunning);
+    }
+
     [Fact]
     public void AReadOnlyEntryIsNeverWrittenThrough()
     {
