@@ -32,7 +32,10 @@ internal sealed partial class PackedRing : RingEngine
         _heldCount = 0;
     }
 
-    internal override uint GetBase() => (uint)(_lastAvail | (_availWrap ? 0x8000 : 0));
+    /// <summary>Avail index and wrap in the low half, used index and wrap in the high half: QEMU keeps both and hands
+    /// them to the next back-end (DPDK takes its used index from there).</summary>
+    internal override uint GetBase() =>
+        (uint)(_lastAvail | (_availWrap ? 0x8000 : 0)) | ((uint)(_usedIdx | (_usedWrap ? 0x8000 : 0)) << 16);
 
     internal override string? CheckBase(int size) =>
         _lastAvail >= size || _usedIdx >= size ? $"packed ring base {Math.Max(_lastAvail, _usedIdx)} beyond ring size {size}" : null;

@@ -231,8 +231,9 @@ public sealed class RingDataPathTests
 
     [Theory]
     [InlineData(false, 70, 70u)]
-    [InlineData(true, 70, 6u)] // 70 slots in a ring of 64: index 6, wrap counter flipped to 0
-    [InlineData(true, 10, 10u | 0x8000)]
+    // packed: avail index and wrap in the low half, the used ones (the same once drained) in the high half
+    [InlineData(true, 70, 6u | (6u << 16))] // 70 slots in a ring of 64: index 6, wrap counter flipped to 0
+    [InlineData(true, 10, (10u | 0x8000) * 0x10001)]
     public void StopReportsTheBaseAfterNPops(bool packed, int pops, uint expected)
     {
         using var h = new RingHarness(packed, size: 64);

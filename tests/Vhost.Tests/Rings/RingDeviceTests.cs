@@ -10,7 +10,7 @@ public sealed class RingDeviceTests
 {
     [Theory]
     [InlineData(false, 70u, 1)]
-    [InlineData(true, 6u, 70)] // 70 slots through 64: index 6, wrap counter flipped to 0
+    [InlineData(true, 6u | (6u << 16), 70)] // 70 slots through 64: index 6, wrap counter flipped to 0, for avail and used alike
     public void SeventyChainsThenGetVringBase(bool packed, uint expectedBase, int expectedInterrupts)
     {
         using var be = new TestBackEnd();
