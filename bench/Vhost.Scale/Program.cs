@@ -16,7 +16,8 @@ using Vhost.Testing.Rings;
 //                                             and maps all guest memory with one IOTLB update, as QEMU does with iommu=pt
 //   crypto-rate SECONDS [SIZE]                an in-process virtio-crypto device (its event thread) encrypts SIZE-byte
 //                                             (default 4096) AES-128-CBC requests, 32 in flight, fed by the test driver
-//                                             on another thread; prints requests and MB/s per second and the median
+//                                             on another thread; prints requests and MB/s per second and the median,
+//                                             and MB per CPU second of the event threads (what openssl speed reports)
 // TOOL is the vhost command (e.g. artifacts/vhost/vhost); "{sockets}" in its arguments becomes --socket PATH for each socket.
 
 internal static class Scale
@@ -95,8 +96,8 @@ internal static class Scale
         setup[0].Kick();
         var perSecond = new List<double>();
         var clock = Stopwatch.StartNew();
-        long done = 0, mark = 0;
-        double markAt = 0;
+        long done = 0, mark = 0, doneAtWarm = 0;
+        double markAt = 0, cpuAtWarm = 0, wallAtWarm = 0;
         while (perSecond.Count < seconds + 1)
         {
             bool added = false;
@@ -116,14 +117,44 @@ internal static class Scale
                 perSecond.Add((done - mark) / (now - markAt));
                 mark = done;
                 markAt = now;
+                // the first second warms up: CPU time counts from its end, like the samples
+                if (perSecond.Count == 1) (doneAtWarm, cpuAtWarm, wallAtWarm) = (done, EventThreadCpuSeconds(), now);
             }
         }
+        double cpu = EventThreadCpuSeconds() - cpuAtWarm, wall = clock.Elapsed.TotalSeconds - wallAtWarm;
+        double perCpu = (done - doneAtWarm) * (double)size / cpu / 1e6;
         var samples = perSecond.Skip(1).Order().ToArray();
         double median = samples[samples.Length / 2];
         foreach (var v in perSecond) Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{v:F0} requests/s {v * size / 1e6:F1} MB/s"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"crypto-rate aes-128-cbc size={size} seconds={samples.Length} median_requests={median:F0} median_MBps={median * size / 1e6:F1} min_MBps={samples[0] * size / 1e6:F1} max_MBps={samples[^1] * size / 1e6:F1}"));
+            $"crypto-rate aes-128-cbc size={size} seconds={samples.Length} median_requests={median:F0} median_MBps={median * size / 1e6:F1} min_MBps={samples[0] * size / 1e6:F1} max_MBps={samples[^1] * size / 1e6:F1}" +
+            $" event_cpu_share={cpu / wall:F2} MBps_per_event_cpu_second={perCpu:F1}"));
         return 0;
+    }
+
+    /// <summary>
+    /// User and system CPU seconds of the runtime's event threads (/proc, clock ticks of 10 ms): MB per CPU second of
+    /// the serving thread is the throughput per core on a shared machine, as openssl speed divides by its user time.
+    /// </summary>
+    private static double EventThreadCpuSeconds()
+    {
+        double ticks = 0;
+        foreach (var task in Directory.GetDirectories("/proc/self/task"))
+        {
+            try
+            {
+                if (!File.ReadAllText(Path.Combine(task, "comm")).StartsWith("vhost-event", StringComparison.Ordinal)) continue;
+                var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                // fields after the parenthesised name: state is field 3, utime 14, stime 15
+                var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                ticks += double.Parse(f[11], CultureInfo.InvariantCulture) + double.Parse(f[12], CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+                // a thread that ended meanwhile
+            }
+        }
+        return ticks / 100;
     }
 
     /// <summary>Frames per second a net back-end takes from the transmit queue, with or without a vIOMMU in the way.</summary>

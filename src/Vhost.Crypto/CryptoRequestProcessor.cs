@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
+using Vhost.Crypto.Interop;
 using Vhost.Rings;
 
 namespace Vhost.Crypto;
@@ -9,8 +10,8 @@ namespace Vhost.Crypto;
 /// Checks and executes one virtio_crypto_op_data_req. The request is copied out of guest memory once and only the
 /// copy is checked and used; every length is checked against the chain and the limits before any data moves. The
 /// source is gathered into a private buffer and the result scattered back, so a guest that points source and
-/// destination at the same pages, or rewrites them meanwhile, only garbles its own result. Nothing here allocates
-/// (the BCL's AES and 3DES one-shots allocate a small cipher object per call; see docs/crypto.md).
+/// destination at the same pages, or rewrites them meanwhile, only garbles its own result. Nothing here allocates:
+/// block ciphers and AES-CCM run on the session's OpenSSL context (Interop), the rest on BCL calls that allocate nothing.
 /// Readable part: request, IV, AAD, source; writable part: destination, digest, then the status byte (the last writable byte, as QEMU reads it).
 /// </summary>
 internal sealed partial class CryptoRequestProcessor
@@ -136,7 +137,7 @@ internal sealed partial class CryptoRequestProcessor
         var src = _in.AsSpan(0, (int)srcLen);
         var dst = _out.AsSpan(0, (int)srcLen);
         BufferSegments.Gather(readable, DataRequest.Size + ivLen, src);
-        Transform(s, src, iv, dst);
+        if (!s.Cipher!.Transform(iv, src, dst)) return Refuse(chain.Id, "OpenSSL refused the cipher operation");
         BufferSegments.Scatter(writable, 0, dst);
         return Ok(srcLen);
     }
@@ -169,7 +170,8 @@ internal sealed partial class CryptoRequestProcessor
         Span<byte> digest = stackalloc byte[MaxDigest];
         // hash-then-cipher hashes what came in, cipher-then-hash what goes out
         if (s.Order == ChainOrder.HashThenCipher) s.Digest(src.Slice((int)hs, (int)lh), digest);
-        Transform(s, src.Slice((int)cs, (int)lc), iv, dst.Slice((int)cs, (int)lc));
+        if (!s.Cipher!.Transform(iv, src.Slice((int)cs, (int)lc), dst.Slice((int)cs, (int)lc)))
+            return Refuse(chain.Id, "OpenSSL refused the cipher operation");
         if (s.Order == ChainOrder.CipherThenHash) s.Digest(dst.Slice((int)hs, (int)lh), digest);
         BufferSegments.Scatter(writable, 0, dst);
         BufferSegments.Scatter(writable, dstLen, digest[..(int)resultLen]);
@@ -215,7 +217,7 @@ internal sealed partial class CryptoRequestProcessor
             var ct = _out.AsSpan(0, (int)srcLen);
             var tag = _out.AsSpan((int)srcLen, (int)tagLen);
             if (s.Gcm != null) s.Gcm.Encrypt(nonce, src, ct, tag, aad);
-            else if (s.Ccm != null) s.Ccm.Encrypt(nonce, src, ct, tag, aad);
+            else if (s.Ccm != null) { if (!s.Ccm.Encrypt(nonce, src, ct, tag, aad)) return Refuse(chain.Id, "OpenSSL refused the AES-CCM encryption"); }
             else s.ChaCha!.Encrypt(nonce, src, ct, tag, aad);
             BufferSegments.Scatter(writable, 0, _out.AsSpan(0, (int)(srcLen + tagLen)));
         }
@@ -225,7 +227,16 @@ internal sealed partial class CryptoRequestProcessor
             var tag = src.Slice((int)text, (int)tagLen);
             var pt = _out.AsSpan(0, (int)text);
             if (s.Gcm != null) s.Gcm.Decrypt(nonce, ct, tag, pt, aad);
-            else if (s.Ccm != null) s.Ccm.Decrypt(nonce, ct, tag, pt, aad);
+            else if (s.Ccm != null)
+            {
+                var r = s.Ccm.Decrypt(nonce, ct, tag, pt, aad);
+                if (r == EvpResult.TagMismatch)
+                {
+                    Interlocked.Increment(ref _stats._badMessages);
+                    return CryptoStatus.BadMsg;
+                }
+                if (r != EvpResult.Ok) return Refuse(chain.Id, "OpenSSL refused the AES-CCM decryption");
+            }
             else s.ChaCha!.Decrypt(nonce, ct, tag, pt, aad);
             BufferSegments.Scatter(writable, 0, pt);
         }
@@ -294,21 +305,6 @@ internal sealed partial class CryptoRequestProcessor
         Interlocked.Increment(ref _stats._notSupported);
         LogNotSupported(_logger, _queue, id, opcode);
         return CryptoStatus.NotSupp;
-    }
-
-    private static void Transform(CryptoSession s, ReadOnlySpan<byte> src, ReadOnlySpan<byte> iv, Span<byte> dst)
-    {
-        var c = s.Cipher!;
-        if (s.Cbc)
-        {
-            if (s.Encrypt) c.EncryptCbc(src, iv, dst, PaddingMode.None);
-            else c.DecryptCbc(src, iv, dst, PaddingMode.None);
-        }
-        else
-        {
-            if (s.Encrypt) c.EncryptEcb(src, dst, PaddingMode.None);
-            else c.DecryptEcb(src, dst, PaddingMode.None);
-        }
     }
 
     /// <summary>Every length against the limits and the chain, in 64 bits so no sum can wrap; null when they fit.</summary>

@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Vhost.Crypto.Interop;
 
 namespace Vhost.Crypto;
 
@@ -14,8 +15,8 @@ internal enum SessionKind
 }
 
 /// <summary>
-/// One session: the .NET objects made once at CREATE_CRYPTO_SESSION, used by every request of the session. A session
-/// may be closed while a request on another queue's thread uses it: the objects are disposed when the last user leaves.
+/// One session: the .NET objects and OpenSSL contexts made once at CREATE_CRYPTO_SESSION, used by every request of the session. A session
+/// may be closed while a request on another queue's thread uses it: the objects (and native contexts) are disposed when the last user leaves.
 /// </summary>
 internal sealed class CryptoSession
 {
@@ -28,12 +29,12 @@ internal sealed class CryptoSession
     public long Id { get; }
     public SessionKind Kind { get; }
 
-    // the one-shot APIs are not documented as safe on one instance from two threads: requests of a session take turns
+    // an EVP context (and the BCL's AEAD objects) serve one call at a time: requests of a session take turns
     public readonly Lock Gate = new();
 
     // cipher (Cipher, Chain)
     public CipherAlgorithm CipherAlg;
-    public SymmetricAlgorithm? Cipher;
+    public EvpBlockCipher? Cipher;
     public bool Cbc;
     public int BlockSize;
     public bool Encrypt;
@@ -48,7 +49,7 @@ internal sealed class CryptoSession
     // aead
     public AeadAlgorithm AeadAlg;
     public AesGcm? Gcm;
-    public AesCcm? Ccm;
+    public EvpCcm? Ccm;
     public ChaCha20Poly1305? ChaCha;
     public int TagLen;
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using Vhost.Crypto.Interop;
 
 namespace Vhost.Crypto;
 
@@ -204,24 +205,25 @@ internal sealed class CryptoSessions
             case CipherAlgorithm.AesEcb:
             case CipherAlgorithm.AesCbc:
                 if (info.KeyLen is not (16 or 24 or 32)) return Err($"AES key of {info.KeyLen} bytes", out error);
-                var aes = Aes.Create();
-                aes.Key = info.Key.ToArray();
-                s.Cipher = aes;
                 s.BlockSize = 16;
-                s.Cbc = alg == CipherAlgorithm.AesCbc;
-                return CryptoStatus.Ok;
+                break;
             case CipherAlgorithm.TripleDesEcb:
             case CipherAlgorithm.TripleDesCbc:
                 if (info.KeyLen is not (16 or 24)) return Err($"3DES key of {info.KeyLen} bytes", out error);
-                var des = TripleDES.Create();
-                des.Key = info.Key.ToArray();
-                s.Cipher = des;
+                // OpenSSL takes any 3DES key; .NET (and so this device before it used EVP) refuses weak ones
+                if (TripleDES.IsWeakKey(info.Key.ToArray()))
+                {
+                    error = "the key was rejected: a weak 3DES key";
+                    return CryptoStatus.KeyRejected;
+                }
                 s.BlockSize = 8;
-                s.Cbc = alg == CipherAlgorithm.TripleDesCbc;
-                return CryptoStatus.Ok;
+                break;
             default:
                 return NotSupp($"cipher {alg}", out error);
         }
+        s.Cbc = alg is CipherAlgorithm.AesCbc or CipherAlgorithm.TripleDesCbc;
+        s.Cipher = EvpBlockCipher.Create(alg, info.Key, s.Encrypt, out error);
+        return s.Cipher != null ? CryptoStatus.Ok : CryptoStatus.Err;
     }
 
     private static CryptoStatus SetHash(CryptoSession s, uint algorithm, uint resultLen, ReadOnlySpan<byte> key, bool keyed, out string? error)
@@ -257,8 +259,8 @@ internal sealed class CryptoSessions
             case AeadAlgorithm.Ccm:
                 if (info.KeyLen is not (16 or 24 or 32)) return Err($"AES-CCM key of {info.KeyLen} bytes", out error);
                 if (tag is < 4 or > 16 || tag % 2 != 0) return Err($"AES-CCM tag of {tag} bytes", out error);
-                s.Ccm = new AesCcm(info.Key);
-                return CryptoStatus.Ok;
+                s.Ccm = EvpCcm.Create(info.Key, out error);
+                return s.Ccm != null ? CryptoStatus.Ok : CryptoStatus.Err;
             case AeadAlgorithm.ChaCha20Poly1305:
                 if (info.KeyLen != 32) return Err($"ChaCha20-Poly1305 key of {info.KeyLen} bytes", out error);
                 if (tag != 16) return Err($"ChaCha20-Poly1305 tag of {tag} bytes", out error);

@@ -56,6 +56,16 @@ internal static class SessionMessage
     /// <summary>Where the reply's session id goes.</summary>
     public static int SessionIdOffset(SessionLayout layout) => layout == SessionLayout.Qemu81 ? LargeSessionIdOffset : 0;
 
+    /// <summary>
+    /// A failed id in a reply to a payload of no layout: at offset 0 (where the 632-byte layouts keep it) and, in a
+    /// payload longer than those, also in the last 8 bytes (where 8.1 keeps it); a payload under 8 bytes has no room.
+    /// </summary>
+    public static void WriteFailedId(Span<byte> reply, long id)
+    {
+        if (reply.Length >= 8) BinaryPrimitives.WriteInt64LittleEndian(reply, id);
+        if (reply.Length > SmallSize) BinaryPrimitives.WriteInt64LittleEndian(reply[^8..], id);
+    }
+
     /// <summary>Identifies the layout; null with the reason when the payload fits none.</summary>
     public static SessionLayout? Identify(ReadOnlySpan<byte> p, out string? error)
     {

@@ -164,7 +164,13 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
 
     string? ICryptoSessionHandler.CreateSession(VhostDevice device, ReadOnlySpan<byte> request, Span<byte> reply)
     {
-        if (SessionMessage.Identify(request, out var error) is not { } layout) return error;
+        if (SessionMessage.Identify(request, out var error) is not { } layout)
+        {
+            // QEMU takes a negative id in a reply of its own size as a failed create and carries on: so does the device
+            SessionMessage.WriteFailedId(reply, -(long)CryptoStatus.Err);
+            LogSessionUnreadable(_logger, device.Id, request.Length, error ?? "");
+            return null;
+        }
         int idAt = SessionMessage.SessionIdOffset(layout);
         long id;
         if (layout == SessionLayout.Qemu81 && SessionMessage.LargeOpCode(request) == VirtioCryptoSpec.AkcipherCreateSession)
@@ -211,6 +217,9 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "crypto device {Id}: session refused with {Status} ({Layout} layout): {Reason}")]
     private static partial void LogSessionRefused(ILogger logger, int id, SessionLayout layout, CryptoStatus status, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "crypto device {Id}: CREATE_CRYPTO_SESSION of {Size} bytes refused with Err: {Reason}")]
+    private static partial void LogSessionUnreadable(ILogger logger, int id, int size, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "crypto device {Id}: session {Session} closed")]
     private static partial void LogSessionClosed(ILogger logger, int id, ulong session);

@@ -49,7 +49,8 @@ public interface ICryptoSessionHandler
     /// <summary>
     /// CREATE_CRYPTO_SESSION: <paramref name="reply"/> is a copy of <paramref name="request"/> (the reply has the same
     /// size); the handler writes the session id, negative on failure, where the request's layout keeps it. Returns
-    /// null when the reply is ready, or why the payload fits no layout (the connection is then closed).
+    /// null when the reply is ready (a refused session, even one of no known layout, is a reply with a negative id),
+    /// or why the connection must close instead.
     /// </summary>
     string? CreateSession(VhostDevice device, ReadOnlySpan<byte> request, Span<byte> reply);
 
