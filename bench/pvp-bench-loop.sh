@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${VHOST_SHARED_DIR:-$here/../shared/harness}/pvp-bench.sh
 [[ -x $harness ]] || { echo "pvp-bench-loop: no $harness (set VHOST_SHARED_DIR)" >&2; exit 2; }
 dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
-ours="$here/src/Vhost.Cli/bin/Release/net10.0/vhost net --socket {sock} --fwd {mode} --txpkts {size} --stats-period 0"
+ours="$here/src/Vhost.Cli/bin/Release/net10.0/Vhost.Cli net --socket {sock} --fwd {mode} --txpkts {size} --stats-period 0"
 for c in "${cases[@]}"; do
   dir=${c%-*} ring=${c#*-}
   [[ $dir == dequeue || $dir == enqueue ]] && [[ $ring == split || $ring == packed ]] ||

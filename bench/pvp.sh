@@ -36,7 +36,7 @@ mkdir -p "$out"
 command -v dpdk-testpmd >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk-dev >/dev/null; }
 [[ ${PVP_REPORT:-0} == 1 ]] || dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
-tool=$here/src/Vhost.Cli/bin/Release/net10.0/vhost
+tool=$here/src/Vhost.Cli/bin/Release/net10.0/Vhost.Cli
 testpmd=(dpdk-testpmd -l 0,1 --no-huge -m 1024 --no-pci)
 fwdargs=(--txpkts=64 --stats-period 1 --no-flush-rx --total-num-mbufs=16384)
 

@@ -11,13 +11,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/artifacts/scale
 dotnet build "$root/src/Vhost.Cli" -c Release -o "$out/vhost" -v q --nologo >/dev/null
 dotnet build "$root/bench/Vhost.Scale" -c Release -o "$out/driver" -v q --nologo >/dev/null
-run() { timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" "$@" "$out/vhost/vhost" "{sockets}" --stats-period 0 2>&1 | grep -v '^\['; }
+run() { timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" "$@" "$out/vhost/Vhost.Cli" "{sockets}" --stats-period 0 2>&1 | grep -v '^\['; }
 netargs=(--fwd rxonly --threads 2)
-run_net() { local what=$1 n=$2; timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" "$what" net $n "$out/vhost/vhost" "{sockets}" "${netargs[@]}" --stats-period 0 2>&1 | grep -v '^\['; }
+run_net() { local what=$1 n=$2; timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" "$what" net $n "$out/vhost/Vhost.Cli" "{sockets}" "${netargs[@]}" --stats-period 0 2>&1 | grep -v '^\['; }
 run_net scale "$count"
 run scale blk "$count"
 netargs=(--fwd rxonly --threads 1)
 run_net cycles "$cycles"
 run cycles blk "$cycles"
-timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" neighbours net "$out/vhost/vhost" "{sockets}" "${netargs[@]}" --stats-period 0 2>&1 | grep -v '^\['
-timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" neighbours blk "$out/vhost/vhost" "{sockets}" --stats-period 0 2>&1 | grep -v '^\['
+timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" neighbours net "$out/vhost/Vhost.Cli" "{sockets}" "${netargs[@]}" --stats-period 0 2>&1 | grep -v '^\['
+timeout -k 5 600 dotnet "$out/driver/Vhost.Scale.dll" neighbours blk "$out/vhost/Vhost.Cli" "{sockets}" --stats-period 0 2>&1 | grep -v '^\['

@@ -2,7 +2,7 @@
 # Runs one SharpFuzz/AFL++ target for a time: fuzz/run.sh TARGET SECONDS
 # (TARGET: messages memtable chains blk nettx inflight crypto cryptosession)
 # Installs AFL++ (Debian afl++) and the sharpfuzz instrumentation tool when missing, builds
-# Vhost.Fuzz, instruments the libraries (Vhost.Core.dll, Vhost.Blk.dll, Vhost.Net.dll, Vhost.Crypto.dll), fuzzes, then keeps the inputs
+# Vhost.Fuzz, instruments the libraries (Vhost.dll, Vhost.Blk.dll, Vhost.Net.dll, Vhost.Crypto.dll), fuzzes, then keeps the inputs
 # that found new paths (small ones) in fuzz/corpus/TARGET and prints executions, crashes and hangs.
 set -euo pipefail
 targets="messages memtable chains blk nettx inflight crypto cryptosession"
@@ -30,7 +30,7 @@ if [ ! -f "$bin/.instrumented" ] || [ -n "$(find "$here/Vhost.Fuzz" "$here/../sr
     if [ -z "$(ls -A "$here/corpus/$t")" ]; then dotnet "$bin/Vhost.Fuzz.dll" seed "$t" "$here/corpus/$t"; fi
   done
   # only the libraries are instrumented: coverage of the fuzz harness itself would be noise
-  for dll in Vhost.Core Vhost.Blk Vhost.Net Vhost.Crypto; do sharpfuzz "$bin/$dll.dll"; done
+  for dll in Vhost Vhost.Blk Vhost.Net Vhost.Crypto; do sharpfuzz "$bin/$dll.dll"; done
   touch "$bin/.instrumented"
 fi
 

@@ -15,7 +15,7 @@ command -v dpdk-testpmd >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk-dev >/dev/null; }
 if [[ -z ${TOOL:-} ]]; then
   dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
-  TOOL=$here/src/Vhost.Cli/bin/Release/net10.0/vhost
+  TOOL=$here/src/Vhost.Cli/bin/Release/net10.0/Vhost.Cli
 fi
 if [[ $c == dequeue ]]; then bmode=rxonly fmode=txonly key=Tx-pps; else bmode=txonly fmode=rxonly key=Rx-pps; fi
 w=$(mktemp -d) sock=$w/vhost.sock prefix=envab$$

@@ -15,7 +15,7 @@ command -v dpdk-testpmd >/dev/null 2>&1 || {
 # a front-end that died would close the command FIFO, and the next write would kill this script silently
 trap 'echo "frontend-drops.sh: the testpmd front-end went away; its log was $w/frontend.log" >&2; exit 1' PIPE
 dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
-tool=$here/src/Vhost.Cli/bin/Release/net10.0/vhost
+tool=$here/src/Vhost.Cli/bin/Release/net10.0/Vhost.Cli
 testpmd=(dpdk-testpmd -l 0,1 --no-huge -m 1024 --no-pci)
 
 turn() {

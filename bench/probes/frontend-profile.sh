@@ -18,7 +18,7 @@ case $dir in
 esac
 cpus=0; [[ ${PROFILE_BACKEND:-0} == 1 ]] && cpus=0,1
 here=$(cd "$(dirname "$0")/../.." && pwd)
-tool=${VHOST_BIN:-$here/src/Vhost.Cli/bin/Release/net10.0/vhost}
+tool=${VHOST_BIN:-$here/src/Vhost.Cli/bin/Release/net10.0/Vhost.Cli}
 [[ -x $tool ]] || dotnet build -c Release "$here/src/Vhost.Cli" -v q --nologo >/dev/null || exit 1
 mkdir -p "$out"; : >"$out/turns"; echo "$key" >"$out/key"; echo "$cpus" >"$out/cpus"
 w=$(mktemp -d) sock=$w/vhost.sock

@@ -19,6 +19,7 @@ public sealed class BlkIoPool : IDisposable
     private readonly Thread[] _threads;
     private volatile bool _stopping;
 
+    /// <summary>Starts <paramref name="threads"/> I/O threads (at least one).</summary>
     public BlkIoPool(int threads)
     {
         _threads = new Thread[Math.Max(1, threads)];
@@ -47,6 +48,7 @@ public sealed class BlkIoPool : IDisposable
         }
     }
 
+    /// <summary>Stops the threads once they have run what they hold; dispose the devices that use the pool first.</summary>
     public void Dispose()
     {
         _stopping = true;

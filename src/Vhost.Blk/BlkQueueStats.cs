@@ -7,18 +7,27 @@ public sealed class BlkQueueStats
     internal long _ioErrors, _invalid, _unsupported;
     private long _iotlbHits, _iotlbMisses, _iotlbUpdates, _iotlbInvalidations;
 
+    /// <summary>Read requests (VIRTIO_BLK_T_IN) completed.</summary>
     public long Reads => Interlocked.Read(ref _reads);
+    /// <summary>Write requests (VIRTIO_BLK_T_OUT) completed.</summary>
     public long Writes => Interlocked.Read(ref _writes);
+    /// <summary>Bytes read by completed read requests.</summary>
     public long ReadBytes => Interlocked.Read(ref _readBytes);
+    /// <summary>Bytes written by completed write requests.</summary>
     public long WrittenBytes => Interlocked.Read(ref _writtenBytes);
+    /// <summary>FLUSH requests completed.</summary>
     public long Flushes => Interlocked.Read(ref _flushes);
+    /// <summary>DISCARD requests completed.</summary>
     public long Discards => Interlocked.Read(ref _discards);
+    /// <summary>WRITE_ZEROES requests completed.</summary>
     public long WriteZeroes => Interlocked.Read(ref _writeZeroes);
+    /// <summary>GET_ID requests answered.</summary>
     public long GetIds => Interlocked.Read(ref _getIds);
     /// <summary>Requests the storage failed.</summary>
     public long IoErrors => Interlocked.Read(ref _ioErrors);
     /// <summary>Requests refused because the front-end broke a rule (range, length, status byte, ...).</summary>
     public long Invalid => Interlocked.Read(ref _invalid);
+    /// <summary>Requests of a type the device does not serve (answered VIRTIO_BLK_S_UNSUPP).</summary>
     public long Unsupported => Interlocked.Read(ref _unsupported);
 
     /// <summary>IOTLB lookups of the queue's descriptors that found their entry (vIOMMU only).</summary>

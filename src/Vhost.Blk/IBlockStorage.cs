@@ -11,6 +11,7 @@ public interface IBlockStorage : IDisposable
     /// <summary>Size in bytes, a multiple of 512.</summary>
     long Capacity { get; }
 
+    /// <summary>Whether writes are refused.</summary>
     bool IsReadOnly { get; }
 
     /// <summary>Blocking I/O that may take long (disk, network): run it off the queue thread.</summary>
@@ -19,8 +20,10 @@ public interface IBlockStorage : IDisposable
     /// <summary>A short identity for GET_ID (up to 20 bytes of it are used).</summary>
     string Serial { get; }
 
+    /// <summary>Fills <paramref name="destination"/> from <paramref name="offset"/>; 0 or an errno.</summary>
     int Read(long offset, NativeWindow destination);
 
+    /// <summary>Stores <paramref name="source"/> at <paramref name="offset"/>; 0 or an errno.</summary>
     int Write(long offset, NativeWindow source);
 
     /// <summary>Makes every completed write durable.</summary>

@@ -9,6 +9,7 @@ public sealed class MemoryDisk : IBlockStorage
     private readonly SafeFd _fd;
     private readonly MemoryMapping _map;
 
+    /// <summary>A zeroed disk of <paramref name="capacity"/> bytes (a positive multiple of 512) that answers GET_ID with <paramref name="serial"/>.</summary>
     public MemoryDisk(long capacity, string serial = "vhost-mem")
     {
         if (capacity <= 0 || capacity % BlkWire.SectorSize != 0)
@@ -19,17 +20,22 @@ public sealed class MemoryDisk : IBlockStorage
         Serial = serial;
     }
 
+    /// <summary>The size in bytes.</summary>
     public long Capacity { get; }
 
+    /// <summary>Whether writes are refused; false unless set.</summary>
     public bool IsReadOnly { get; init; }
 
+    /// <summary>Always false: a copy in memory runs on the queue's thread.</summary>
     public bool IsSlow => false;
 
+    /// <summary>What GET_ID answers.</summary>
     public string Serial { get; }
 
     /// <summary>The disk's bytes, for tests and tools that check content.</summary>
     public NativeWindow Content => _map.Window;
 
+    /// <summary>Copies from the disk into <paramref name="destination"/>; 0, or EINVAL outside the disk.</summary>
     public int Read(long offset, NativeWindow destination)
     {
         if (!BlkWire.InRange(offset, (long)destination.Length, Capacity)) return BlkWire.EInval;
@@ -37,6 +43,7 @@ public sealed class MemoryDisk : IBlockStorage
         return 0;
     }
 
+    /// <summary>Copies <paramref name="source"/> into the disk; 0, or EINVAL outside the disk.</summary>
     public int Write(long offset, NativeWindow source)
     {
         if (!BlkWire.InRange(offset, (long)source.Length, Capacity)) return BlkWire.EInval;
@@ -44,10 +51,13 @@ public sealed class MemoryDisk : IBlockStorage
         return 0;
     }
 
+    /// <summary>Nothing to do: memory has no cache to flush.</summary>
     public int Flush() => 0;
 
+    /// <summary>Zeroes the range.</summary>
     public int Discard(long offset, long length) => WriteZeroes(offset, length, true);
 
+    /// <summary>Zeroes the range.</summary>
     public int WriteZeroes(long offset, long length, bool mayUnmap)
     {
         if (!BlkWire.InRange(offset, length, Capacity)) return BlkWire.EInval;
@@ -66,6 +76,7 @@ public sealed class MemoryDisk : IBlockStorage
         }
     }
 
+    /// <summary>Unmaps and closes the memfd; the content is gone.</summary>
     public void Dispose()
     {
         _map.Dispose();

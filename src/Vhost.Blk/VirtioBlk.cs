@@ -29,12 +29,16 @@ public sealed class VirtioBlkOptions
     /// <summary>size_max: bytes per segment.</summary>
     public uint SizeMax { get; init; } = 1 << 20;
 
+    /// <summary>max_discard_sectors: sectors one discard range may cover.</summary>
     public uint MaxDiscardSectors { get; init; } = 1 << 22;
 
+    /// <summary>max_discard_seg: ranges one discard request may carry (up to <see cref="VirtioBlk.MaxRangeSegments"/>).</summary>
     public uint MaxDiscardSegments { get; init; } = 16;
 
+    /// <summary>max_write_zeroes_sectors: sectors one write-zeroes range may cover.</summary>
     public uint MaxWriteZeroesSectors { get; init; } = 1 << 22;
 
+    /// <summary>max_write_zeroes_seg: ranges one write-zeroes request may carry (up to <see cref="VirtioBlk.MaxRangeSegments"/>).</summary>
     public uint MaxWriteZeroesSegments { get; init; } = 16;
 
     /// <summary>Start with a write-back cache (FLUSH makes writes durable) rather than write-through.</summary>
@@ -54,6 +58,7 @@ public sealed class VirtioBlkOptions
     /// </summary>
     public int? MaxConnections { get; init; } = 2;
 
+    /// <summary>Where the device's logger comes from; null: no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -76,6 +81,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     private readonly Meter _meter;
     private volatile bool _writeback;
 
+    /// <summary>A device over <paramref name="storage"/>, which the caller keeps and disposes; <paramref name="options"/> null takes the defaults.</summary>
     public VirtioBlk(IBlockStorage storage, VirtioBlkOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(storage);
@@ -104,10 +110,13 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
     /// <summary>The most discard or write-zeroes ranges one request may carry (max_discard_seg's upper bound here).</summary>
     public const int MaxRangeSegments = 256;
 
+    /// <summary>The storage the device serves.</summary>
     public IBlockStorage Storage { get; }
 
+    /// <summary>Whether the device refuses writes (the options or the storage said so); VIRTIO_BLK_F_RO is offered then.</summary>
     public bool IsReadOnly { get; }
 
+    /// <summary>The most request queues a front-end may use.</summary>
     public int QueueCount => _options.Queues;
 
     /// <summary>The write cache mode (config writeback): the driver may switch it with VIRTIO_BLK_F_CONFIG_WCE.</summary>
@@ -208,6 +217,7 @@ public sealed class VirtioBlk : VhostDeviceOps, IDeviceConfigSpace, IDisposable
         lock (_devicesLock) return _devices.TryGetValue(device, out var q) ? [.. q.Where(x => x != null).Select(x => x!)] : [];
     }
 
+    /// <summary>Serves each queue the front-end configured, up to <see cref="QueueCount"/>, with a request handler on kicks.</summary>
     public override bool NewDevice(VhostDevice device)
     {
         int n = Math.Min(device.ConfiguredQueueCount, _options.Queues);

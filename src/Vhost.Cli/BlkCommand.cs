@@ -25,11 +25,12 @@ internal static class BlkCommand
         var image = new Option<string?>("--image") { Description = "raw image file or block device (created with --size if missing)" };
         var size = new Option<string?>("--size") { Description = "disk size in bytes (K/M/G suffixes); in-memory disk when no --image" };
         var readOnly = new Option<bool>("--readonly") { Description = "refuse writes (VIRTIO_BLK_F_RO)" };
-        var queues = new Option<int>("--queues") { Description = "request queues", DefaultValueFactory = _ => 1 };
+        // QEMU's vhost-user-blk-pci asks for one queue per vCPU and refuses a back-end that offers fewer
+        var queues = new Option<int>("--queues") { Description = "request queues a front-end may use at most (QEMU asks for one per vCPU)", DefaultValueFactory = _ => 64 };
         var client = new Option<bool>("--client") { Description = "connect to the front-end instead of listening" };
         var ioThreads = new Option<int>("--io-threads") { Description = "threads for file I/O (0: on the queue threads)", DefaultValueFactory = _ => 2 };
         var writethrough = new Option<bool>("--writethrough") { Description = "start in write-through cache mode" };
-        var latency = new Option<double>("--latency-ms") { Description = "make every write request take this long, up to twice by sector (a disk slow to write, for tests)" };
+        var latency = new Option<double>("--latency-ms") { Description = "make every write request take this long, up to twice by sector (a disk slow to write, for tests)", Hidden = true };
         var period = new Option<double>("--stats-period") { Description = "seconds between rate lines (0: none)", DefaultValueFactory = _ => 1 };
         var verbose = new Option<bool>("--verbose") { Description = "log protocol events" };
         var iommu = new Option<bool>("--iommu")
@@ -129,7 +130,8 @@ internal static class BlkCommand
         }
         var storage = storages[0];
         string where = paths.Length == 1 ? paths[0] : $"{paths.Length} sockets ({paths[0]} ...)";
-        Console.Out.WriteLine($"vhost blk: {where} ({(client ? "client" : "server")}), {storage.Capacity} bytes{(served[0].Blk.IsReadOnly ? " read-only" : "")}, {options.Queues} queue(s), {(storage is MemoryDisk ? "memory" : "file")}");
+        Console.Out.WriteLine($"vhost blk: {where} ({(client ? "client" : "server")}), {storage.Capacity} bytes{(served[0].Blk.IsReadOnly ? " read-only" : "")}, up to {options.Queues} queue(s), {(storage is MemoryDisk ? "memory" : "file")}");
+        Console.Out.WriteLine(client ? $"vhost blk: connecting to {string.Join(", ", paths)}" : $"vhost blk: waiting for a front-end on {string.Join(", ", paths)}");
         Console.Out.Flush();
         BlkQueueStats Total()
         {

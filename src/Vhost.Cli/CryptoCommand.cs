@@ -52,6 +52,7 @@ internal static class CryptoCommand
         var socket = new VhostUserSocket(crypto.CreateSocketOptions(path, client, runtime: runtime));
         socket.Start();
         Console.Out.WriteLine($"vhost crypto: {path} ({(client ? "client" : "server")}), {crypto.QueueCount} data queue(s)");
+        Console.Out.WriteLine(client ? $"vhost crypto: connecting to {path}" : $"vhost crypto: waiting for a front-end on {path}");
         Console.Out.Flush();
         var sw = Stopwatch.StartNew();
         var last = crypto.TotalStats();

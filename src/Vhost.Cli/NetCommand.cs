@@ -28,12 +28,14 @@ internal static class NetCommand
         var startDelay = new Option<double>("--start-delay")
         {
             Description = "txonly: seconds to wait after a port's device is ready before sending (a front-end may discard what arrives while it starts)",
+            Hidden = true,
         };
         var startOnKick = new Option<bool>("--start-on-kick")
         {
             Description = "txonly: send on a receive queue only after the front-end has kicked it since its device was ready. "
                 + "For DPDK's virtio driver, which kicks each receive queue once when it starts the port, after discarding what "
                 + "its rings held; a driver that honours the no-kick flag this tool sets may never kick",
+            Hidden = true,
         };
         var eviction = new Option<LineEviction>("--line-eviction")
         {
@@ -121,6 +123,7 @@ internal sealed class NetForwarder : IDisposable
     private readonly long _txLimit;
     private readonly TimeSpan _startDelay;
     private readonly bool _startOnKick;
+    private readonly bool _client;
 
     public NetForwarder(string[] paths, string mode, int pairs, int txSize, bool client, ILoggerFactory lf, long txLimit = 0,
         TimeSpan startDelay = default, bool startOnKick = false, int threads = 0, bool eventDriven = false, int macTableSize = MacTable.DefaultCapacity,
@@ -130,6 +133,7 @@ internal sealed class NetForwarder : IDisposable
         _txLimit = txLimit;
         _startDelay = startDelay;
         _startOnKick = startOnKick;
+        _client = client;
         _mode = mode;
         _pairs = Math.Max(1, pairs);
         _txSize = Math.Clamp(txSize, 60, 9000);
@@ -163,6 +167,7 @@ internal sealed class NetForwarder : IDisposable
         foreach (var p in _ports) p.Socket.Start();
         Console.Out.WriteLine($"vhost net: {_mode} on {string.Join(", ", _ports.Select(p => p.Path))} ({_pairs} queue pair(s) per port, "
             + (_mode == "switch" ? "1 switch thread)" : $"{Threads} {(EventDriven ? "event" : "polling")} thread(s))"));
+        Console.Out.WriteLine($"vhost net: {(_client ? "connecting to" : "waiting for a front-end on")} {string.Join(", ", _ports.Select(p => p.Path))}");
         Console.Out.Flush();
         Thread? switchThread = null;
         if (_mode == "switch")
@@ -182,6 +187,8 @@ internal sealed class NetForwarder : IDisposable
                 var s = _ports[i].Snapshot();
                 var d = s - last[i];
                 last[i] = s;
+                // a port without a device has nothing to report (a line of zeros a second while waiting says nothing)
+                if (_ports[i].Device == null && d == default) continue;
                 Console.Out.WriteLine(json
                     ? $"{{\"port\":{i},\"rx_pps\":{d.RxPackets / dt:F0},\"tx_pps\":{d.TxPackets / dt:F0},\"rx_bps\":{d.RxBytes * 8 / dt:F0},\"tx_bps\":{d.TxBytes * 8 / dt:F0}}}"
                     : $"port {i}: rx {d.RxPackets / dt,12:N0} pps {d.RxBytes * 8 / dt / 1e6,10:N1} Mbit/s   tx {d.TxPackets / dt,12:N0} pps {d.TxBytes * 8 / dt / 1e6,10:N1} Mbit/s");

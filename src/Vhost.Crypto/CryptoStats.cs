@@ -14,8 +14,10 @@ public sealed class CryptoStats
     /// <summary>Requests refused for their lengths or layout (VIRTIO_CRYPTO_ERR, or no status byte at all).</summary>
     public long Failed => Interlocked.Read(ref _failed);
 
+    /// <summary>Requests for an operation or algorithm the device does not serve (VIRTIO_CRYPTO_NOTSUPP).</summary>
     public long NotSupported => Interlocked.Read(ref _notSupported);
 
+    /// <summary>Requests naming a session that is not open (VIRTIO_CRYPTO_INVSESS).</summary>
     public long InvalidSession => Interlocked.Read(ref _invalidSession);
 
     /// <summary>AEAD decryptions whose tag did not match (VIRTIO_CRYPTO_BADMSG).</summary>

@@ -23,6 +23,7 @@ public sealed class VirtioCryptoOptions
     /// <summary>Sessions one device may have open at once.</summary>
     public int MaxSessions { get; init; } = 4096;
 
+    /// <summary>Where the device's logger comes from; null: no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -47,6 +48,7 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
         public readonly CryptoQueue?[] Queues = new CryptoQueue?[queues];
     }
 
+    /// <summary>A device with <paramref name="options"/> (null: the defaults); throws when a limit is out of range.</summary>
     public VirtioCrypto(VirtioCryptoOptions? options = null)
     {
         _options = options ?? new VirtioCryptoOptions();
@@ -60,6 +62,7 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
         _meter.CreateObservableCounter("vhost.crypto.errors", () => TotalStats().Failed, "{request}");
     }
 
+    /// <summary>The most data queues a front-end may use.</summary>
     public int QueueCount => _options.Queues;
 
     /// <summary>After new_device has set the queues up (tests and tools wait on it instead of polling).</summary>
@@ -134,6 +137,7 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
         }
     }
 
+    /// <summary>Serves each data queue the front-end configured, up to <see cref="QueueCount"/>, with a request handler on kicks.</summary>
     public override bool NewDevice(VhostDevice device)
     {
         var d = State(device);
@@ -210,6 +214,7 @@ public sealed partial class VirtioCrypto : VhostDeviceOps, ICryptoSessionHandler
         return null;
     }
 
+    /// <summary>Disposes the device's meter; dispose the sockets that use the device first.</summary>
     public void Dispose() => _meter.Dispose();
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "crypto device {Id}: session {Session} created ({Layout} layout)")]

@@ -16,6 +16,7 @@ public sealed class MacTable
     private readonly int[] _ports;
     private readonly int _mask;
 
+    /// <summary>A table that learns at most <paramref name="capacity"/> addresses (1 to 2^24); its arrays are allocated here, once.</summary>
     public MacTable(int capacity = DefaultCapacity)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
@@ -28,8 +29,10 @@ public sealed class MacTable
         _mask = slots - 1;
     }
 
+    /// <summary>The most addresses the table learns.</summary>
     public int Capacity { get; }
 
+    /// <summary>The addresses learned so far.</summary>
     public int Count { get; private set; }
 
     /// <summary>Learnings refused because the table was full (a known MAC moving to another port is never refused).</summary>
@@ -55,6 +58,7 @@ public sealed class MacTable
         return true;
     }
 
+    /// <summary>The port <paramref name="mac"/> was last seen on; false when it was never learned.</summary>
     public bool TryGetPort(ulong mac, out int port)
     {
         int i = Find(mac);

@@ -11,19 +11,28 @@ namespace Vhost.Net;
 /// </summary>
 public sealed class NetQueueStats
 {
+    /// <summary>The xstats names of <see cref="SizeBins"/>, in the same order.</summary>
     public static readonly string[] SizeBinNames =
         ["size_64_packets", "size_65_127_packets", "size_128_255_packets", "size_256_511_packets",
          "size_512_1023_packets", "size_1024_1518_packets", "size_1519_max_packets"];
 
+    /// <summary>Frames moved through the queue.</summary>
     public long Packets;
+    /// <summary>Bytes of the frames moved, without the virtio-net header.</summary>
     public long Bytes;
+    /// <summary>Frames to a group (multicast) address, broadcast excluded.</summary>
     public long Multicast;
+    /// <summary>Frames to the broadcast address.</summary>
     public long Broadcast;
+    /// <summary>Frames from the guest shorter than an Ethernet header (dropped).</summary>
     public long Undersize;
+    /// <summary>Frames dropped: no room in the guest's ring or a frame too large for its buffers.</summary>
     public long Dropped;
+    /// <summary>DPDK's "errors" xstat; this data path counts its refusals in <see cref="Dropped"/> and <see cref="BadHeaders"/>, so it stays 0.</summary>
     public long Errors;
     /// <summary>Frames whose virtio-net header lied (dropped).</summary>
     public long BadHeaders;
+    /// <summary>Frames by size, in the bins <see cref="SizeBinNames"/> names (64, 65-127, ... 1519 and up).</summary>
     public readonly long[] SizeBins = new long[7];
 
     // the queue and device these counters belong to, for the IOTLB figures they keep themselves
@@ -113,6 +122,7 @@ public sealed class NetQueueStats
         return l;
     }
 
+    /// <summary>Sets every counter back to zero.</summary>
     public void Reset()
     {
         Packets = Bytes = Multicast = Broadcast = Undersize = Dropped = Errors = BadHeaders = 0;
@@ -123,6 +133,7 @@ public sealed class NetQueueStats
 /// <summary>Publishes every queue's counters through System.Diagnostics.Metrics (meter "Vhost.Net").</summary>
 public static class NetMetrics
 {
+    /// <summary>The meter "Vhost.Net" the queue counters are published on.</summary>
     public static readonly Meter Meter = new("Vhost.Net");
     private static readonly ConcurrentDictionary<(int Device, int Queue), NetQueueStats> Queues = new();
 

@@ -7,6 +7,7 @@ namespace Vhost.Net;
 [Flags]
 public enum PacketOffloads : byte
 {
+    /// <summary>No offload requested.</summary>
     None = 0,
     /// <summary>VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum from CsumStart, stored at CsumStart+CsumOffset.</summary>
     NeedsCsum = 1,
@@ -23,12 +24,17 @@ public struct PacketMeta
     public int PacketLength;
     /// <summary>Next buffer of a chained packet, or -1.</summary>
     public int Next;
+    /// <summary>The header's checksum flags.</summary>
     public PacketOffloads Offloads;
     /// <summary>virtio gso_type (0 none, 1 TCPv4, 3 UDP, 4 TCPv6, | 0x80 ECN).</summary>
     public byte GsoType;
+    /// <summary>Segmentation: the payload size of each segment (gso_size).</summary>
     public ushort GsoSize;
+    /// <summary>Segmentation: the length of the headers repeated in each segment (hdr_len).</summary>
     public ushort HeaderLength;
+    /// <summary>Where checksumming starts, from the frame's first byte (csum_start).</summary>
     public ushort CsumStart;
+    /// <summary>Where the checksum goes, from <see cref="CsumStart"/> (csum_offset).</summary>
     public ushort CsumOffset;
     internal bool InUse;
 }
@@ -36,19 +42,25 @@ public struct PacketMeta
 /// <summary>A packet: a buffer of a <see cref="PacketPool"/>, possibly the head of a chain.</summary>
 public readonly struct Packet(PacketPool pool, int index)
 {
+    /// <summary>The pool the buffer belongs to.</summary>
     public PacketPool Pool { get; } = pool;
 
+    /// <summary>The buffer's index in its pool.</summary>
     public int Index { get; } = index;
 
+    /// <summary>Whether this is the default packet, which has no buffer.</summary>
     public bool IsNull => Pool is null;
 
+    /// <summary>The buffer's metadata: lengths, chaining and offloads.</summary>
     public ref PacketMeta Meta => ref Pool.MetaOf(Index);
 
     /// <summary>This buffer's bytes.</summary>
     public Span<byte> Data => Pool.DataOf(Index);
 
+    /// <summary>The whole packet's length, over every buffer of its chain.</summary>
     public int Length => Pool.MetaOf(Index).PacketLength;
 
+    /// <summary>Gives the packet and every buffer chained to it back to the pool.</summary>
     public void Free() => Pool.Free(this);
 }
 
@@ -66,6 +78,7 @@ public sealed class PacketPool : IDisposable
     private readonly int[] _free;
     private int _freeCount;
 
+    /// <summary>A pool of <paramref name="count"/> buffers of <paramref name="dataRoom"/> bytes each, in one native allocation.</summary>
     public PacketPool(int count, int dataRoom = 2048)
     {
         if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count));
@@ -81,6 +94,7 @@ public sealed class PacketPool : IDisposable
         _freeCount = count;
     }
 
+    /// <summary>The bytes each buffer holds.</summary>
     public int DataRoom { get; }
 
     /// <summary>Bytes from one buffer's start to the next's: the data room rounded up to an odd number of cache lines.</summary>
@@ -96,11 +110,13 @@ public sealed class PacketPool : IDisposable
         return (lines | 1) * 64;
     }
 
+    /// <summary>The buffers the pool has, free or in use.</summary>
     public int Count { get; }
 
     /// <summary>Buffers free right now; Count - Available are in use (a leak check for tests).</summary>
     public int Available => _freeCount;
 
+    /// <summary>Takes a free buffer with cleared metadata; false when the pool is empty.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAllocate(out Packet packet)
     {
@@ -133,6 +149,7 @@ public sealed class PacketPool : IDisposable
         }
     }
 
+    /// <summary>Frees each of <paramref name="packets"/> with its chain.</summary>
     public void Free(ReadOnlySpan<Packet> packets)
     {
         foreach (var p in packets) Free(p);
@@ -235,6 +252,7 @@ public sealed class PacketPool : IDisposable
         return n;
     }
 
+    /// <summary>Frees the native memory; packets of the pool must not be used after it.</summary>
     public void Dispose()
     {
         _data = default;

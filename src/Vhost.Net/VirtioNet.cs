@@ -15,6 +15,7 @@ namespace Vhost.Net;
 /// </summary>
 public static class VirtioNet
 {
+    /// <summary>The most frames one burst moves.</summary>
     public const int MaxBurst = 64;
     private const int MaxSegments = 1024;
     private const byte GsoNone = 0, GsoTcp4 = 1, GsoUdp = 3, GsoTcp6 = 4, GsoEcn = 0x80;

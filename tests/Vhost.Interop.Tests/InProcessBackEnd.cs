@@ -12,7 +12,7 @@ namespace Vhost.Interop.Tests;
 /// for readiness, the default features plus VIRTIO_NET_F_MRG_RXBUF), recording callbacks, and a consumer
 /// thread that drains queue 1 (the guest's TX) while the device runs: Pop, count, PushUsed(chain, 0), FlushUsed.
 /// </summary>
-public sealed class InProcessBackEnd : IDisposable
+internal sealed class InProcessBackEnd : IDisposable
 {
     public const int NetMrgRxBuf = 15;
 

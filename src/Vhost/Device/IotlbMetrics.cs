@@ -8,7 +8,7 @@ namespace Vhost.Device;
 /// and the messages per device (updates, invalidations, refusals) and evictions, for every device that has
 /// negotiated VIRTIO_F_ACCESS_PLATFORM, until it closes.
 /// </summary>
-public static class IotlbMetrics
+internal static class IotlbMetrics
 {
     public static readonly Meter Meter = new("Vhost.Iotlb");
     private static readonly ConcurrentDictionary<int, VhostDevice> Devices = new();

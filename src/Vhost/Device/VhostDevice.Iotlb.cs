@@ -19,7 +19,7 @@ public sealed partial class VhostDevice
     private long _iotlbRefused;
 
     /// <summary>The IOTLB while VIRTIO_F_ACCESS_PLATFORM is negotiated (counters: updates, invalidations, misses sent).</summary>
-    public IoTlb? Iotlb => _iotlb;
+    internal IoTlb? Iotlb => _iotlb;
 
     /// <summary>IOTLB messages refused (bad fields, unknown type, feature not negotiated).</summary>
     public long IotlbRefused => Interlocked.Read(ref _iotlbRefused);

@@ -16,7 +16,7 @@ public sealed partial class VhostDevice
     private long _logPastEndBefore;
 
     /// <summary>The log SET_LOG_BASE gave, or null.</summary>
-    public DirtyLog? DirtyLog => Volatile.Read(ref _dirtyLog);
+    internal DirtyLog? DirtyLog => Volatile.Read(ref _dirtyLog);
 
     /// <summary>Whether writes into guest memory are being logged (VHOST_F_LOG_ALL negotiated and a log given).</summary>
     public bool IsLogging => HasFeature(VirtioFeature.LogAll) && DirtyLog != null;

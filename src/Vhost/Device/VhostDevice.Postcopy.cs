@@ -7,7 +7,7 @@ using Vhost.Protocol;
 namespace Vhost.Device;
 
 /// <summary>Where a device is in postcopy live migration (VHOST_USER_PROTOCOL_F_PAGEFAULT, destination side).</summary>
-public enum PostcopyPhase
+internal enum PostcopyPhase
 {
     None,
     /// <summary>POSTCOPY_ADVISE: a userfaultfd was made and handed to the front-end.</summary>
@@ -36,7 +36,7 @@ public sealed partial class VhostDevice
     private readonly List<GuestMemoryRegion> _postcopyAdded = [];
 
     /// <summary>Where the device is in a postcopy migration.</summary>
-    public PostcopyPhase Postcopy { get; private set; }
+    internal PostcopyPhase Postcopy { get; private set; }
 
     /// <summary>Regions currently registered with the postcopy userfaultfd.</summary>
     public int PostcopyRegisteredRegions => _faultRegistered.Count;

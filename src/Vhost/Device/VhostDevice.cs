@@ -54,8 +54,10 @@ public sealed partial class VhostDevice : IGuestNotifier
     /// <summary>Negotiated protocol features (rte_vhost_get_negotiated_protocol_features).</summary>
     public ulong ProtocolFeatures { get; private set; }
 
+    /// <summary>Whether the front-end has sent SET_FEATURES since the device was made or reset.</summary>
     public bool FeaturesSet { get; private set; }
 
+    /// <summary>The virtio device status the front-end last set (SET_STATUS); <see cref="VirtioDeviceStatus.None"/> without the STATUS protocol feature.</summary>
     public VirtioDeviceStatus Status { get; private set; }
 
     /// <summary>The current memory table (rte_vhost_get_mem_table).</summary>
@@ -99,16 +101,22 @@ public sealed partial class VhostDevice : IGuestNotifier
     /// <summary>Application data (DPDK's rte_vhost_get/set private data, roughly).</summary>
     public object? Context { get; set; }
 
+    /// <summary>The logger of this device's messages and faults (from the socket's <see cref="VhostSocketOptions.LoggerFactory"/>).</summary>
     public ILogger Logger => _logger;
 
+    /// <summary>The live device with id <paramref name="id"/> (DPDK's vid), or null when it has gone.</summary>
     public static VhostDevice? Find(int id) => Registry.TryGetValue(id, out var d) ? d : null;
 
+    /// <summary>Every live device of the process, whatever its socket.</summary>
     public static IReadOnlyCollection<VhostDevice> All => (IReadOnlyCollection<VhostDevice>)Registry.Values;
 
+    /// <summary>Queue <paramref name="id"/> (0-based, up to the socket's <see cref="VhostSocketOptions.MaxQueues"/>).</summary>
     public Virtqueue Queue(int id) => _queues[id];
 
+    /// <summary>Whether the negotiated virtio features include bit <paramref name="bit"/> (see <see cref="VirtioFeature"/>).</summary>
     public bool HasFeature(int bit) => VirtioFeature.Has(Features, bit);
 
+    /// <summary>Whether the negotiated vhost-user protocol features include <paramref name="f"/>.</summary>
     public bool HasProtocolFeature(ProtocolFeature f) => (ProtocolFeatures & (1UL << (int)f)) != 0;
 
     /// <summary>
@@ -338,5 +346,6 @@ public sealed partial class VhostDevice : IGuestNotifier
         }
     }
 
+    /// <summary>The device's id and socket path, for logs.</summary>
     public override string ToString() => $"vhost device {Id} ({SocketPath})";
 }

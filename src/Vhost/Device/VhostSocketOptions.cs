@@ -25,6 +25,7 @@ public sealed class VhostSocketOptions
         (1UL << (int)ProtocolFeature.Status) | (1UL << (int)ProtocolFeature.InbandNotifications) |
         (1UL << (int)ProtocolFeature.LogShmfd) | (1UL << (int)ProtocolFeature.Pagefault);
 
+    /// <summary>The Unix socket's path: created and listened on in server mode, connected to in client mode.</summary>
     public required string Path { get; init; }
 
     /// <summary>Connect to the front-end (RTE_VHOST_USER_CLIENT) instead of listening.</summary>
@@ -33,10 +34,13 @@ public sealed class VhostSocketOptions
     /// <summary>Client mode: reconnect every second after the front-end goes away (RTE_VHOST_USER_NO_RECONNECT off).</summary>
     public bool Reconnect { get; init; } = true;
 
+    /// <summary>Client mode: how long to wait between connection attempts.</summary>
     public TimeSpan ReconnectInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>The virtio feature bits offered to the front-end (GET_FEATURES); a device type sets its own.</summary>
     public ulong Features { get; set; } = DefaultFeatures;
 
+    /// <summary>The vhost-user protocol feature bits offered (GET_PROTOCOL_FEATURES), a mask of <see cref="ProtocolFeature"/> bits.</summary>
     public ulong ProtocolFeatures { get; set; } = DefaultProtocolFeatures;
 
     /// <summary>Virtqueues a device may have.</summary>
@@ -72,8 +76,10 @@ public sealed class VhostSocketOptions
     /// <summary>How long a chain waits for the IOTLB update its miss asked for before it is returned to the guest unused (and counted as a bad chain).</summary>
     public TimeSpan IotlbMissTimeout { get; init; } = TimeSpan.FromMilliseconds(IoTlb.DefaultMissGiveUpMilliseconds);
 
+    /// <summary>The application's callbacks for each device's life (rte_vhost_device_ops); null: none.</summary>
     public VhostDeviceOps? Ops { get; init; }
 
+    /// <summary>The device's config space for GET_CONFIG and SET_CONFIG; null refuses both.</summary>
     public IDeviceConfigSpace? ConfigSpace { get; init; }
 
     /// <summary>CREATE_CRYPTO_SESSION / CLOSE_CRYPTO_SESSION (VHOST_USER_PROTOCOL_F_CRYPTO_SESSION): the device type that
@@ -83,6 +89,7 @@ public sealed class VhostSocketOptions
     /// <summary>Front-end misbehaviour the rings tolerate (a device type's choice; none by default).</summary>
     public Rings.RingQuirks RingQuirks { get; init; }
 
+    /// <summary>Where the socket's and its devices' loggers come from; null: no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
 
     /// <summary>The event threads that serve this socket's devices; null: <see cref="Runtime.VhostRuntime.Shared"/>.</summary>

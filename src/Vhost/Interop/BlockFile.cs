@@ -26,7 +26,7 @@ internal static unsafe partial class Libc
 /// Every method returns 0 or an errno instead of throwing: it runs on the data path, where a failed
 /// request becomes a status byte, not an exception.
 /// </summary>
-public sealed unsafe class BlockFile : IDisposable
+internal sealed unsafe class BlockFile : IDisposable
 {
     private readonly SafeFd _fd;
 
@@ -126,7 +126,7 @@ public sealed unsafe class BlockFile : IDisposable
 }
 
 /// <summary>eventfd in semaphore mode: each wait takes one unit, so N posts wake N waiters once each.</summary>
-public static unsafe class EventSemaphore
+internal static unsafe class EventSemaphore
 {
     public static SafeFd Create()
     {

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Vhost.Interop;
 
 /// <summary>One epoll instance: the reactor's wait on sockets, kick fds and completion fds.</summary>
-public sealed unsafe partial class Epoll : IDisposable
+internal sealed unsafe partial class Epoll : IDisposable
 {
     public const uint In = 0x001;
     public const uint Err = 0x008;
@@ -26,7 +26,7 @@ public sealed unsafe partial class Epoll : IDisposable
 
     /// <summary>One ready fd: what it is ready for and the token it was added with.</summary>
     [StructLayout(LayoutKind.Sequential, Pack = 4)]
-    public struct Event
+    internal struct Event
     {
         public uint Events;
         public ulong Token;

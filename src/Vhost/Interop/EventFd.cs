@@ -1,7 +1,7 @@
 namespace Vhost.Interop;
 
 /// <summary>eventfd(2) operations: the kick and call signals of a virtqueue.</summary>
-public static unsafe class EventFd
+internal static unsafe class EventFd
 {
     public static SafeFd Create(bool nonBlocking = false)
     {

@@ -12,7 +12,7 @@ namespace Vhost.Interop;
 /// behind the frame's own stores to guest lines that another core holds. So every length is copied here
 /// with inline loads and stores (overlapping pairs for short spans, a 32-byte loop for long ones) and no call.
 /// </summary>
-public static class FrameCopy
+internal static class FrameCopy
 {
     /// <summary>Copies all of <paramref name="source"/> to the start of <paramref name="destination"/> (which must not overlap it).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -46,14 +46,14 @@ internal static unsafe partial class Libc
     public const int EINVAL = 22;
 
     [StructLayout(LayoutKind.Sequential)]
-    public struct IoVec
+    internal struct IoVec
     {
         public void* Base;
         public nuint Length;
     }
 
     [StructLayout(LayoutKind.Sequential)]
-    public struct MsgHdr
+    internal struct MsgHdr
     {
         public void* Name;
         public uint NameLen;
@@ -65,7 +65,7 @@ internal static unsafe partial class Libc
     }
 
     [StructLayout(LayoutKind.Sequential)]
-    public struct CMsgHdr
+    internal struct CMsgHdr
     {
         public nuint Len;
         public int Level;
@@ -73,7 +73,7 @@ internal static unsafe partial class Libc
     }
 
     [StructLayout(LayoutKind.Sequential)]
-    public struct PollFd
+    internal struct PollFd
     {
         public int Fd;
         public short Events;
@@ -82,7 +82,7 @@ internal static unsafe partial class Libc
 
     /// <summary>The parts of struct stat (x86_64 layout, 144 bytes) we read.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 144)]
-    public struct Stat
+    internal struct Stat
     {
         [FieldOffset(24)] public uint Mode;
         [FieldOffset(48)] public long Size;
@@ -126,7 +126,7 @@ internal static unsafe partial class Libc
 }
 
 /// <summary>A failed system call, with errno.</summary>
-public sealed class NativeException(string operation, int errno)
+internal sealed class NativeException(string operation, int errno)
     : IOException($"{operation} failed: {Libc.Describe(errno)}")
 {
     public int Errno { get; } = errno;

@@ -8,7 +8,7 @@ namespace Vhost.Interop;
 /// (<see cref="SigbusGuard"/>): if the file shrinks under the mapping, a touch past its new end reads zeros
 /// instead of killing the process, and <see cref="Faulted"/> is raised once, from a timer thread.
 /// </summary>
-public sealed unsafe class MemoryMapping : IDisposable
+internal sealed unsafe class MemoryMapping : IDisposable
 {
     private byte* _address;
     private readonly int _guardSlot;
@@ -71,7 +71,7 @@ public sealed unsafe class MemoryMapping : IDisposable
 }
 
 /// <summary>What a path names, from lstat(2): a symbolic link is "something else", never followed.</summary>
-public enum PathEntry
+internal enum PathEntry
 {
     Missing,
     Socket,
@@ -79,9 +79,9 @@ public enum PathEntry
 }
 
 /// <summary>Facts about an fd, from fstat(2), and creation of anonymous memory files.</summary>
-public static unsafe class FileDescriptors
+internal static unsafe class FileDescriptors
 {
-    public readonly record struct Info(long Size, bool IsRegular, bool IsBlockDevice, uint Mode);
+    internal readonly record struct Info(long Size, bool IsRegular, bool IsBlockDevice, uint Mode);
 
     public static bool TryStat(SafeFd fd, out Info info)
     {

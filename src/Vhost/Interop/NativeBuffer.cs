@@ -6,7 +6,7 @@ namespace Vhost.Interop;
 /// Host memory outside the GC heap, cache-line aligned: packet buffers (the role of DPDK's mbuf memory).
 /// Handed out as <see cref="NativeWindow"/>s so packet code stays bounds-checked.
 /// </summary>
-public sealed unsafe class NativeBuffer : IDisposable
+internal sealed unsafe class NativeBuffer : IDisposable
 {
     private void* _memory;
 

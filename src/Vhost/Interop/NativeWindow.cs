@@ -1,8 +1,9 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
+using Vhost.Interop;
 
-namespace Vhost.Interop;
+namespace Vhost;
 
 /// <summary>
 /// A bounds-checked window onto mapped memory. <see cref="Vhost.Memory.GuestMemory"/> hands these out
@@ -20,25 +21,30 @@ public readonly unsafe struct NativeWindow
         _length = length;
     }
 
+    /// <summary>The window's size in bytes.</summary>
     public nuint Length => _length;
 
+    /// <summary>Whether this is the default window, which points nowhere.</summary>
     public bool IsEmpty => _base == null;
 
     /// <summary>The address, for diagnostics and identity only.</summary>
     public nint Address => (nint)_base;
 
+    /// <summary>The part of the window from <paramref name="offset"/> that is <paramref name="length"/> bytes long; throws when it reaches outside.</summary>
     public NativeWindow Slice(nuint offset, nuint length)
     {
         if (offset > _length || length > _length - offset) ThrowOutOfRange();
         return new NativeWindow(_base + offset, length);
     }
 
+    /// <summary>The whole window as a span; throws when it is longer than a span can be.</summary>
     public Span<byte> AsSpan()
     {
         if (_length > int.MaxValue) ThrowOutOfRange();
         return new Span<byte>(_base, (int)_length);
     }
 
+    /// <paramref name="length"/> bytes from <paramref name="offset"/> as a span; throws when they reach outside the window.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<byte> Span(nuint offset, int length)
     {
@@ -46,6 +52,7 @@ public readonly unsafe struct NativeWindow
         return new Span<byte>(_base + offset, length);
     }
 
+    /// <summary>A reference to the value at <paramref name="offset"/>, which must be aligned for <typeparamref name="T"/>; throws when it reaches outside the window.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref T Ref<T>(nuint offset) where T : unmanaged
     {

@@ -3,7 +3,7 @@ using Microsoft.Win32.SafeHandles;
 namespace Vhost.Interop;
 
 /// <summary>An owned Linux file descriptor. Every fd the library receives or creates lives in one.</summary>
-public sealed class SafeFd : SafeHandleMinusOneIsInvalid
+internal sealed class SafeFd : SafeHandleMinusOneIsInvalid
 {
     public SafeFd() : base(ownsHandle: true) { }
 

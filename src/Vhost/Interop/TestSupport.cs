@@ -4,7 +4,7 @@ namespace Vhost.Interop;
 /// Socket operations that only a misbehaving peer needs. The test front-end uses them to check that the
 /// back-end survives what <see cref="UnixSocket.Send"/> deliberately refuses to produce.
 /// </summary>
-public static unsafe class UnixSocketTestSupport
+internal static unsafe class UnixSocketTestSupport
 {
     /// <summary>The kernel's own limit on fds in one SCM_RIGHTS message (SCM_MAX_FD).</summary>
     public const int KernelMaxFds = 253;

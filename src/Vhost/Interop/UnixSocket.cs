@@ -7,7 +7,7 @@ namespace Vhost.Interop;
 /// A Unix stream socket that carries file descriptors (SCM_RIGHTS), which System.Net.Sockets
 /// cannot do. Blocking; one reader thread and any number of writers (writes are serialised).
 /// </summary>
-public sealed unsafe class UnixSocket : IDisposable
+internal sealed unsafe class UnixSocket : IDisposable
 {
     /// <summary>The most fds one vhost-user message may carry (VHOST_MEMORY_BASELINE_NREGIONS).</summary>
     public const int MaxFds = 8;
@@ -243,7 +243,7 @@ public sealed unsafe class UnixSocket : IDisposable
 }
 
 /// <summary>poll(2) for one or a few fds.</summary>
-public static unsafe class Poll
+internal static unsafe class Poll
 {
     public static bool WaitReadable(SafeFd fd, int timeoutMs)
     {

@@ -21,7 +21,7 @@ internal static unsafe partial class Libc
 /// the same file and wakes us (UFFDIO_WAKE). A thread touching a missing page sleeps in the kernel until then;
 /// closing the fd (every copy of it) lets such a thread go on with a fresh page.
 /// </summary>
-public sealed unsafe class UserFaultFd : IDisposable
+internal sealed unsafe class UserFaultFd : IDisposable
 {
     // <linux/userfaultfd.h>: ioctl type 0xAA; _IOWR = 3 << 30, _IOR = 2 << 30, size << 16, type << 8, nr
     private const ulong UffdApi = 0xAA;

@@ -11,7 +11,7 @@ namespace Vhost.Memory;
 /// a replaced log is unmapped only when the last writer outside a burst (<see cref="Device.VhostDevice.LogWrite"/>)
 /// lets go; bursts never need a reference, because the log a queue uses is switched with the queue quiesced.
 /// </summary>
-public sealed class DirtyLog
+internal sealed class DirtyLog
 {
     public const int PageShift = 12;
 

@@ -21,6 +21,7 @@ public sealed class GuestMemory
 
     private readonly record struct Span3(ulong Gpa, ulong Size, NativeWindow Window);
 
+    /// <summary>The memory table before the front-end sends one: no regions, every translation fails.</summary>
     public static GuestMemory Empty { get; } = new([], immortal: true);
 
     private GuestMemory(GuestMemoryRegion[] regions, bool immortal = false)
@@ -32,10 +33,10 @@ public sealed class GuestMemory
     }
 
     /// <summary>Holders besides the publisher (0 when only the publisher holds it); for tests and diagnostics.</summary>
-    public int Holders => Math.Max(0, _refs.Count - 1);
+    internal int Holders => Math.Max(0, _refs.Count - 1);
 
     /// <summary>Whether every holder has released it (its regions may be unmapped).</summary>
-    public bool IsRetired => !_immortal && _refs.Count == 0;
+    internal bool IsRetired => !_immortal && _refs.Count == 0;
 
     /// <summary>Takes a reference that keeps every region of this generation mapped until <see cref="Release"/>;
     /// false when the generation is already gone.</summary>
@@ -51,12 +52,13 @@ public sealed class GuestMemory
         foreach (var region in _regions) region.Release();
     }
 
-    public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
+    internal IReadOnlyList<GuestMemoryRegion> Regions => _regions;
 
+    /// <summary>How many memory regions the table has.</summary>
     public int Count => _regions.Length;
 
     /// <summary>Builds a table, refusing regions that overlap in either address space.</summary>
-    public static GuestMemory? TryCreate(IEnumerable<GuestMemoryRegion> regions, out string? error)
+    internal static GuestMemory? TryCreate(IEnumerable<GuestMemoryRegion> regions, out string? error)
     {
         var list = regions.ToArray();
         for (int i = 0; i < list.Length; i++)

@@ -4,7 +4,7 @@ using Vhost.Interop;
 namespace Vhost.Memory;
 
 /// <summary>A region as the front-end describes it (VhostUserMemoryRegion).</summary>
-public readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Size, ulong UserAddr, ulong MmapOffset)
+internal readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Size, ulong UserAddr, ulong MmapOffset)
 {
     public ulong GuestPhysEnd => GuestPhysAddr + Size;
 
@@ -20,7 +20,7 @@ public readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Size, 
 /// Reference-counted: the creator holds one reference (<see cref="Dispose"/> drops it) and every
 /// <see cref="GuestMemory"/> generation that contains the region holds one; the last release unmaps it.
 /// </summary>
-public sealed class GuestMemoryRegion : IDisposable
+internal sealed class GuestMemoryRegion : IDisposable
 {
     private readonly MemoryMapping _mapping;
     private readonly SafeFd _fd;

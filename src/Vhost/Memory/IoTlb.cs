@@ -2,7 +2,7 @@ namespace Vhost.Memory;
 
 /// <summary>VHOST_ACCESS_* of an IOTLB entry or a lookup: what the device may do with the bytes.</summary>
 [Flags]
-public enum IotlbAccess : byte
+internal enum IotlbAccess : byte
 {
     None = 0,
     Read = 1,
@@ -19,7 +19,7 @@ public enum IotlbAccess : byte
 /// still uses what it removed. The pending misses are the one part the data path writes; they have their own lock.
 /// Ranges are kept as (first, last) so that an entry ending at 2^64 needs no 65-bit arithmetic.
 /// </summary>
-public sealed class IoTlb
+internal sealed class IoTlb
 {
     public const int DefaultCapacity = 2048;
     /// <summary>A page with a miss outstanding is not asked for again within this time.</summary>

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Vhost.Protocol;
 
 /// <summary>The 12-byte vhost-user header.</summary>
-public readonly record struct MessageHeader(uint Request, uint Flags, uint Size)
+internal readonly record struct MessageHeader(uint Request, uint Flags, uint Size)
 {
     public const int Length = 12;
     public const uint VersionMask = 0x3;
@@ -29,7 +29,7 @@ public readonly record struct MessageHeader(uint Request, uint Flags, uint Size)
 }
 
 /// <summary>Payload layouts of the vhost-user spec, little-endian.</summary>
-public static class Payload
+internal static class Payload
 {
     public const int U64 = 8;
     public const int VringState = 8;

@@ -1,7 +1,7 @@
 namespace Vhost.Protocol;
 
 /// <summary>How a request's payload size is checked.</summary>
-public enum SizeRule
+internal enum SizeRule
 {
     /// <summary>Exactly <see cref="RequestSpec.Size"/> bytes.</summary>
     Exact,
@@ -15,7 +15,7 @@ public enum SizeRule
 /// What the framing of one request must look like: payload size and fd count. The connection checks
 /// these before any handler runs, so handlers see only well-framed messages.
 /// </summary>
-public readonly record struct RequestSpec(VhostUserRequest Request, SizeRule Rule, int Size, int MinFds, int MaxFds, bool HasReply)
+internal readonly record struct RequestSpec(VhostUserRequest Request, SizeRule Rule, int Size, int MinFds, int MaxFds, bool HasReply)
 {
     public string? CheckFraming(int payloadSize, int fdCount)
     {
@@ -35,7 +35,7 @@ public readonly record struct RequestSpec(VhostUserRequest Request, SizeRule Rul
 }
 
 /// <summary>The framing rules of every front-end request of the spec.</summary>
-public static class RequestTable
+internal static class RequestTable
 {
     private static readonly RequestSpec?[] Specs = Build();
 

@@ -8,7 +8,7 @@ namespace Vhost.Rings;
 /// A struct on purpose: the C# <c>lock</c> statement on it is a compile error (CS0185), where on a class it
 /// would quietly take an unrelated monitor. Use <c>using (q.AccessLock.EnterScope())</c>.
 /// </summary>
-public readonly struct QueueLock
+internal readonly struct QueueLock
 {
     private readonly Flag _flag;
 

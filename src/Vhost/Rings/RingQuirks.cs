@@ -8,6 +8,7 @@ namespace Vhost.Rings;
 [Flags]
 public enum RingQuirks
 {
+    /// <summary>The front-end keeps every ring rule.</summary>
     None = 0,
 
     /// <summary>A ring is enabled once it has addresses and a kick fd, even with protocol features negotiated (no SET_VRING_ENABLE ever comes).</summary>

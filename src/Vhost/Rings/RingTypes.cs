@@ -5,11 +5,14 @@ namespace Vhost.Rings;
 /// <summary>One piece of a descriptor chain's buffer, translated and bounds-checked.</summary>
 public struct BufferSegment
 {
+    /// <summary>The segment's bytes in guest memory, bounds-checked.</summary>
     public NativeWindow Window;
     /// <summary>The guest-physical address of the window's first byte (what the dirty log marks).</summary>
     public ulong GuestAddress;
+    /// <summary>Whether the device may write the segment (the driver reads it back), rather than only read it.</summary>
     public bool IsWritable;
 
+    /// <summary>The segment's length in bytes.</summary>
     public readonly int Length => (int)Window.Length;
 }
 
@@ -23,22 +26,26 @@ public struct DescriptorChain
     public ushort Id;
     /// <summary>Ring slots the chain occupied (packed rings advance by this; split: 1).</summary>
     public ushort SlotCount;
+    /// <summary>Where the chain's first segment sits in the segment span it was popped with.</summary>
     public int SegmentStart;
+    /// <summary>How many segments the chain has, readable and writable.</summary>
     public int SegmentCount;
     /// <summary>Number of readable segments; the writable ones follow them.</summary>
     public int ReadableSegments;
+    /// <summary>The total length of the readable segments.</summary>
     public uint ReadableBytes;
+    /// <summary>The total length of the writable segments.</summary>
     public uint WritableBytes;
 }
 
 /// <summary>The addresses of SET_VRING_ADDR (front-end virtual addresses unless IOMMU is on).</summary>
-public readonly record struct VringAddress(uint Index, uint Flags, ulong DescUserAddr, ulong UsedUserAddr, ulong AvailUserAddr, ulong LogGuestAddr)
+internal readonly record struct VringAddress(uint Index, uint Flags, ulong DescUserAddr, ulong UsedUserAddr, ulong AvailUserAddr, ulong LogGuestAddr)
 {
     public const uint FlagLog = 1;
 }
 
 /// <summary>What a virtqueue needs from its device to signal the guest.</summary>
-public interface IGuestNotifier
+internal interface IGuestNotifier
 {
     /// <summary>Interrupts the guest for <paramref name="queue"/> (or hands that to the application).</summary>
     void NotifyGuest(Virtqueue queue);

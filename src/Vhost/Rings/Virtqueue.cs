@@ -15,6 +15,7 @@ namespace Vhost.Rings;
 /// </summary>
 public sealed partial class Virtqueue
 {
+    /// <summary>The largest ring size virtio allows.</summary>
     public const int MaxSize = 32768;
 
     /// <summary>
@@ -37,7 +38,7 @@ public sealed partial class Virtqueue
     // the migration's dirty log while the front-end logs, else null (set with the queue quiesced)
     private DirtyLog? _dirtyLog;
 
-    public Virtqueue(int index, ILogger logger, IGuestNotifier? notifier = null)
+    internal Virtqueue(int index, ILogger logger, IGuestNotifier? notifier = null)
     {
         Index = index;
         _logger = logger;
@@ -294,15 +295,19 @@ public sealed partial class Virtqueue
     /// <summary>Whether a drain is under way (GET_VRING_BASE waiting, or the device closing).</summary>
     internal bool Draining => _draining;
 
+    /// <summary>The queue's index in its device.</summary>
     public int Index { get; }
 
     /// <summary>Ring size (SET_VRING_NUM); 0 until set.</summary>
     public int Size { get; private set; }
 
+    /// <summary>Whether the ring has the packed layout (VIRTIO_F_RING_PACKED negotiated).</summary>
     public bool IsPacked { get; private set; }
 
+    /// <summary>Whether kicks and interrupts are suppressed with event indexes (VIRTIO_F_RING_EVENT_IDX negotiated).</summary>
     public bool EventIdx { get; private set; }
 
+    /// <summary>Whether descriptors may point to indirect tables (VIRTIO_F_RING_INDIRECT_DESC negotiated).</summary>
     public bool IndirectAllowed { get; private set; }
 
     /// <summary>What this queue's front-end is allowed to get wrong (the socket's choice; none by default).</summary>
@@ -311,8 +316,10 @@ public sealed partial class Virtqueue
     /// <summary>The engine writes avail_event: event idx negotiated, or the front-end may use it anyway.</summary>
     internal bool WritesAvailEvent => EventIdx || (Quirks & RingQuirks.AlwaysWriteAvailEvent) != 0;
 
+    /// <summary>Whether buffers are used in the order they were made available (VIRTIO_F_IN_ORDER negotiated).</summary>
     public bool InOrder { get; private set; }
 
+    /// <summary>The virtio features the ring runs with, as negotiated for its device.</summary>
     public ulong Features { get; private set; }
 
     /// <summary>SET_VRING_ENABLE state (or enabled at start when protocol features are not negotiated).</summary>
@@ -324,7 +331,7 @@ public sealed partial class Virtqueue
     /// <summary>Set when the front-end broke the ring protocol; the queue moves nothing after that.</summary>
     public bool Faulted { get; private set; }
 
-    public VringAddress? Address { get; private set; }
+    internal VringAddress? Address { get; private set; }
 
     internal SafeFd? KickFd { get; private set; }
 
@@ -338,8 +345,10 @@ public sealed partial class Virtqueue
     /// <summary>SET_VRING_CALL said "no fd": interrupts go in-band or nowhere.</summary>
     public bool CallPolling { get; private set; }
 
+    /// <summary>Whether the front-end has sent SET_VRING_KICK, with an fd or the no-fd flag.</summary>
     public bool HasKick => KickFd != null || KickPolling;
 
+    /// <summary>Whether the front-end has sent SET_VRING_CALL, with an fd or the no-fd flag.</summary>
     public bool HasCall => CallFd != null || CallPolling;
 
     /// <summary>Has every piece the front-end must send before the queue can run.</summary>
@@ -348,8 +357,10 @@ public sealed partial class Virtqueue
     /// <summary>Ready for the data path: configured, started and enabled.</summary>
     public bool IsReady => Started && Enabled && !Faulted;
 
+    /// <summary>The memory generation the ring runs on; hold it only under a lease or after <see cref="GuestMemory.TryAcquire"/>.</summary>
     public GuestMemory Memory => _memory;
 
+    /// <summary>The logger of the queue's device.</summary>
     public ILogger Logger => _logger;
 
     internal void SetNotifier(IGuestNotifier notifier) => _notifier = notifier;

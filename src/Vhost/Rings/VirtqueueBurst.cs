@@ -20,6 +20,7 @@ public readonly ref struct VirtqueueBurst
     /// <summary>Whether the lease is held (false for a default value).</summary>
     public bool IsActive => _queue != null;
 
+    /// <summary>The queue this lease is for; throws on a default lease.</summary>
     public Virtqueue Queue => _queue ?? throw new InvalidOperationException("no burst is held");
 
     /// <summary>The memory generation the ring runs on; valid for this burst.</summary>
@@ -35,6 +36,7 @@ public readonly ref struct VirtqueueBurst
     /// <summary>Chains waiting (split: exact; packed: 0 or 1, "at least one").</summary>
     public int AvailableCount => Queue.AvailableCount;
 
+    /// <summary>Whether the driver has made buffers available that have not been popped yet.</summary>
     public bool HasAvailable => Queue.HasAvailable;
 
     /// <inheritdoc cref="Virtqueue.NothingToPop"/>
@@ -64,6 +66,7 @@ public readonly ref struct VirtqueueBurst
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(in DescriptorChain chain, uint writtenBytes) => Queue.PushUsed(chain.Id, chain.SlotCount, writtenBytes);
 
+    /// <summary>Stages a used element by buffer id and slot count, as <see cref="PushUsed(in DescriptorChain, uint)"/> does for a chain.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ushort id, ushort slotCount, uint writtenBytes) => Queue.PushUsed(id, slotCount, writtenBytes);
 

@@ -19,6 +19,7 @@ public sealed class PollGroup : IDisposable
 
     /// <param name="threads">Polling threads (at least one).</param>
     /// <param name="name">Thread name prefix.</param>
+    /// <param name="loggerFactory">Where the group's logger comes from; null: no logging.</param>
     public PollGroup(int threads, string name = "vhost-poll", ILoggerFactory? loggerFactory = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
@@ -71,6 +72,7 @@ public sealed class PollGroup : IDisposable
     private void Faulted(Entry e, Exception error) =>
         e.Device.FaultFromHandler($"queue {e.Queue} handler failed: {error.GetType().Name}: {error.Message}", error);
 
+    /// <summary>Stops the threads; queues still in the group stop being served.</summary>
     public void Dispose()
     {
         foreach (var w in _workers) w.Stop();

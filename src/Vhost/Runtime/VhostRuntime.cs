@@ -9,6 +9,7 @@ public sealed class VhostRuntimeOptions
     /// <summary>Reactor threads: every socket, kick fd and completion fd of the devices is watched by one of them.</summary>
     public int EventThreads { get; init; } = 1;
 
+    /// <summary>Where the reactors' logger comes from; null: no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
 }
 
@@ -24,6 +25,7 @@ public sealed class VhostRuntime : IDisposable
 
     private readonly Reactor[] _reactors;
 
+    /// <summary>Starts the runtime's event threads.</summary>
     public VhostRuntime(VhostRuntimeOptions? options = null)
     {
         options ??= new VhostRuntimeOptions();
@@ -36,6 +38,7 @@ public sealed class VhostRuntime : IDisposable
     /// <summary>The process-wide runtime with one event thread.</summary>
     public static VhostRuntime Shared => SharedRuntime.Value;
 
+    /// <summary>How many reactor threads the runtime runs.</summary>
     public int EventThreads => _reactors.Length;
 
     /// <summary>The least loaded reactor, for a new socket or device.</summary>
@@ -46,6 +49,7 @@ public sealed class VhostRuntime : IDisposable
         return r;
     }
 
+    /// <summary>Stops the event threads (not those of <see cref="Shared"/>, which lives as long as the process); dispose the sockets it serves first.</summary>
     public void Dispose()
     {
         if (SharedRuntime.IsValueCreated && this == SharedRuntime.Value) return;

@@ -27,6 +27,7 @@ public sealed class VhostUserSocket : IDisposable
     private bool _started;
     private bool _announced;
 
+    /// <summary>A socket that will serve devices with <paramref name="options"/> once started (rte_vhost_driver_register); throws on options out of range.</summary>
     public VhostUserSocket(VhostSocketOptions options)
     {
         ArgumentException.ThrowIfNullOrEmpty(options.Path);
@@ -37,8 +38,10 @@ public sealed class VhostUserSocket : IDisposable
         _runtime = options.Runtime ?? VhostRuntime.Shared;
     }
 
+    /// <summary>The socket's path.</summary>
     public string Path => _options.Path;
 
+    /// <summary>The options the socket was made with.</summary>
     public VhostSocketOptions Options => _options;
 
     /// <summary>rte_vhost_driver_get_features.</summary>
@@ -53,6 +56,7 @@ public sealed class VhostUserSocket : IDisposable
     /// <summary>rte_vhost_driver_disable_features.</summary>
     public void DisableFeatures(ulong features) { EnsureNotStarted(); _options.Features &= ~features; }
 
+    /// <summary>rte_vhost_driver_get_protocol_features.</summary>
     public ulong ProtocolFeatures => _options.ProtocolFeatures;
 
     /// <summary>rte_vhost_driver_set_protocol_features.</summary>

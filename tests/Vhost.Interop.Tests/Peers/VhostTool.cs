@@ -10,7 +10,7 @@ public sealed class VhostTool : PeerProcess
 
     public static VhostTool StartNet(PeerTempDir dir, string fwd, IEnumerable<string> sockets, params string[] extra)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, "Vhost.Cli.dll");
         var args = new List<string> { dll, "net", "--fwd", fwd, "--json", "--stats-period", "1" };
         foreach (var s in sockets) { args.Add("--socket"); args.Add(s); }
         args.AddRange(extra);
@@ -22,7 +22,7 @@ public sealed class VhostTool : PeerProcess
     /// <summary>`vhost blk --socket SOCK ...` (server mode unless --client is in <paramref name="extra"/>); waits for the socket.</summary>
     public static VhostTool StartBlk(PeerTempDir dir, string socket, params string[] extra)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, "Vhost.Cli.dll");
         var args = new List<string> { dll, "blk", "--socket", socket, "--stats-period", "0.1" };
         args.AddRange(extra);
         if (File.Exists(socket)) File.Delete(socket);
@@ -34,7 +34,7 @@ public sealed class VhostTool : PeerProcess
     /// <summary>`vhost crypto --socket SOCK ...` (server mode); waits for the socket.</summary>
     public static VhostTool StartCrypto(PeerTempDir dir, string socket, params string[] extra)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, "Vhost.Cli.dll");
         var args = new List<string> { dll, "crypto", "--socket", socket, "--stats-period", "0.5" };
         args.AddRange(extra);
         if (File.Exists(socket)) File.Delete(socket);
@@ -46,7 +46,7 @@ public sealed class VhostTool : PeerProcess
     /// <summary>`vhost blk --client --socket SOCK ...`: returns once the tool has started; it connects when the socket appears.</summary>
     public static VhostTool StartBlkClient(PeerTempDir dir, string socket, params string[] extra)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "vhost.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, "Vhost.Cli.dll");
         var args = new List<string> { dll, "blk", "--client", "--socket", socket, "--stats-period", "0.1" };
         args.AddRange(extra);
         var tool = new VhostTool(args, dir.File($"vhost-blkc-{Guid.NewGuid():N}"[..20] + ".log"), TimeSpan.FromSeconds(240));

@@ -4,7 +4,7 @@ using Vhost.Device;
 namespace Vhost.Testing.BackEnd;
 
 /// <summary>Records every callback, in order, so tests can wait for and assert on them.</summary>
-public sealed class RecordingOps : VhostDeviceOps
+internal sealed class RecordingOps : VhostDeviceOps
 {
     private readonly BlockingCollection<string> _events = [];
 

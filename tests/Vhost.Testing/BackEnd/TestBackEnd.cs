@@ -6,7 +6,7 @@ using Vhost.Transport;
 namespace Vhost.Testing.BackEnd;
 
 /// <summary>A served socket in a temp dir with recording callbacks and a log that tests can read.</summary>
-public sealed class TestBackEnd : IDisposable
+internal sealed class TestBackEnd : IDisposable
 {
     public TestBackEnd(int maxQueues = 2, int? required = null, ulong? extraFeatures = null, bool client = false, string? path = null,
         IDeviceConfigSpace? config = null, ulong? extraProtocolFeatures = null, int iotlbCapacity = Memory.IoTlb.DefaultCapacity, TimeSpan? iotlbMissTimeout = null)
@@ -47,7 +47,7 @@ public sealed class TestBackEnd : IDisposable
 }
 
 /// <summary>Collects log lines so a test can assert the one clear error a refusal must produce.</summary>
-public sealed class CapturingLoggerProvider : ILoggerProvider
+internal sealed class CapturingLoggerProvider : ILoggerProvider
 {
     private readonly System.Collections.Concurrent.ConcurrentQueue<(LogLevel Level, string Text)> _lines = new();
 

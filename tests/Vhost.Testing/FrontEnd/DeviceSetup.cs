@@ -5,7 +5,7 @@ using Vhost.Rings;
 namespace Vhost.Testing.FrontEnd;
 
 /// <summary>What <see cref="DeviceSetup"/> asks for. The acked sets are these intersected with what the back-end offers.</summary>
-public sealed record DeviceSetupOptions
+internal sealed record DeviceSetupOptions
 {
     /// <summary>
     /// Virtio features the test is willing to accept. By default everything except what needs front-end
@@ -72,7 +72,7 @@ public sealed record DeviceSetupOptions
 /// One queue as set up: where its ring parts are (GPA and local window), the UVAs sent in SET_VRING_ADDR,
 /// and its eventfds. For packed rings Avail/Used are the driver and device event areas.
 /// </summary>
-public sealed record QueueSetup : IDisposable
+internal sealed record QueueSetup : IDisposable
 {
     public required uint Index { get; init; }
 
@@ -144,7 +144,7 @@ public sealed record QueueSetup : IDisposable
 /// steps themselves (<see cref="Negotiate"/>, <see cref="SendMemTable"/>, <see cref="SetUpQueue"/>,
 /// <see cref="EnableQueues"/>). Every ack must be zero, else <see cref="InvalidOperationException"/>.
 /// </summary>
-public sealed class DeviceSetup : IDisposable
+internal sealed class DeviceSetup : IDisposable
 {
     private readonly bool _ownsMemory;
     private readonly List<QueueSetup> _queues = [];

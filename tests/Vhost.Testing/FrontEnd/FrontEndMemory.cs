@@ -8,7 +8,7 @@ namespace Vhost.Testing.FrontEnd;
 /// sent with it, and, for honest regions, the local mapping through which the test reads and writes.
 /// Hostile regions (short fd, pipe, socket, arbitrary fd) are not mapped locally.
 /// </summary>
-public sealed class FrontEndRegion : IDisposable
+internal sealed class FrontEndRegion : IDisposable
 {
     private readonly MemoryMapping? _mapping;
 
@@ -57,7 +57,7 @@ public sealed class FrontEndRegion : IDisposable
 /// given a front-end virtual address (by default GPA + <see cref="DefaultUvaOffset"/>, so the back-end's
 /// GPA and UVA translations cannot be confused), mapped locally, with a bump allocator for rings and buffers.
 /// </summary>
-public sealed class FrontEndMemory : IDisposable
+internal sealed class FrontEndMemory : IDisposable
 {
     /// <summary>Where the pretend QEMU process has guest RAM mapped, relative to guest-physical 0.</summary>
     public const ulong DefaultUvaOffset = 0x7f00_0000_0000;

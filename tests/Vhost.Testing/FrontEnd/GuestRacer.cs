@@ -12,7 +12,7 @@ namespace Vhost.Testing.FrontEnd;
 /// <see cref="Race"/>. It starts idle (or racing, with the racing constructor); <see cref="Hold"/> stops it with
 /// the good value in place.
 /// </summary>
-public sealed class GuestRacer : IDisposable
+internal sealed class GuestRacer : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
 
@@ -256,7 +256,7 @@ public sealed class GuestRacer : IDisposable
 /// Records exceptions no thread caught while it is alive (AppDomain.UnhandledException): the runtime ends the
 /// process after such an exception, so this is what names the thread and the exception in the test's output.
 /// </summary>
-public sealed class UnhandledExceptionLog : IDisposable
+internal sealed class UnhandledExceptionLog : IDisposable
 {
     private readonly List<string> _seen = [];
 

@@ -7,7 +7,7 @@ namespace Vhost.Testing.FrontEnd;
 /// for the area (GET_INFLIGHT_FD) and hands it straight back (SET_INFLIGHT_FD); after losing the back-end it
 /// gives the next one the same area, then sets the queue up again on the same rings and eventfds.
 /// </summary>
-public static class InflightRestart
+internal static class InflightRestart
 {
     /// <summary>GET_INFLIGHT_FD, then SET_INFLIGHT_FD with what came back; the caller owns the fd.</summary>
     public static (InflightPayload Info, SafeFd Fd) ShareArea(TestFrontEnd fe, ushort queues, ushort queueSize)

@@ -11,7 +11,7 @@ namespace Vhost.Testing.FrontEnd;
 /// (vhost_migration_log), and a thread that clears the log while the device runs, each word with an atomic
 /// exchange against 0 as vhost_dev_sync_region does, OR-ing what it read into <see cref="IsSeen"/>'s bitmap.
 /// </summary>
-public sealed class MigrationLog : IDisposable
+internal sealed class MigrationLog : IDisposable
 {
     public const int PageShift = 12;
     public const ulong PageSize = 1UL << PageShift;
@@ -209,7 +209,7 @@ public sealed class MigrationLog : IDisposable
 }
 
 /// <summary>A copy of every mapped region of the test guest's memory, compared page by page (4 KiB).</summary>
-public sealed class GuestSnapshot
+internal sealed class GuestSnapshot
 {
     private readonly (ulong Gpa, byte[] Bytes)[] _regions;
 

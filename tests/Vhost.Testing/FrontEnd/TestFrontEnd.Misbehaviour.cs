@@ -6,7 +6,7 @@ namespace Vhost.Testing.FrontEnd;
 
 // Deliberately broken front-end behaviour for hostile-input tests. Each primitive does one wrong thing
 // and leaves judging the back-end's reaction (close, NACK, ignore) to the test.
-public sealed partial class TestFrontEnd
+internal sealed partial class TestFrontEnd
 {
     /// <summary>Sends a header announcing <paramref name="claimedSize"/> payload bytes, then nothing: the back-end must not wait forever.</summary>
     public void SendHeaderAndStall(VhostUserRequest request, uint claimedSize, uint flags = VhostUserFlags.Version) =>

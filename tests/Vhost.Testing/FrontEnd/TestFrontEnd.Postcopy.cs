@@ -7,7 +7,7 @@ namespace Vhost.Testing.FrontEnd;
 // Postcopy (VHOST_USER_PROTOCOL_F_PAGEFAULT) as QEMU 7.2's hw/virtio/vhost-user.c sends it: ADVISE without
 // NEED_REPLY (the reply carries the userfaultfd), LISTEN and END with NEED_REPLY, memory tables without it
 // (the reply carries the back-end's addresses) followed by a u64 0 acknowledgement under the same request.
-public sealed partial class TestFrontEnd
+internal sealed partial class TestFrontEnd
 {
     /// <summary>POSTCOPY_ADVISE: the reply's fd (the back-end's userfaultfd), or null when it sent none.</summary>
     public SafeFd? PostcopyAdvise()

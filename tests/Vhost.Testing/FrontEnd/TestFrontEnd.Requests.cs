@@ -8,7 +8,7 @@ namespace Vhost.Testing.FrontEnd;
 // Typed, well-formed requests. Setters take needReply: it sets NEED_REPLY and then waits for the u64 ack
 // and returns it (0 = success), whether or not REPLY_ACK was negotiated, so a test can also see what a
 // back-end does with an unnegotiated NEED_REPLY. Without needReply they return null and read nothing.
-public sealed partial class TestFrontEnd
+internal sealed partial class TestFrontEnd
 {
     public ulong GetFeatures()
     {

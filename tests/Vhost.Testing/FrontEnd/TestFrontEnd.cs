@@ -10,7 +10,7 @@ namespace Vhost.Testing.FrontEnd;
 /// misbehaviour primitives (TestFrontEnd.Misbehaviour.cs) deliberately do not.
 /// Not thread-safe apart from what <see cref="UnixSocket"/> itself guarantees.
 /// </summary>
-public sealed partial class TestFrontEnd : IDisposable
+internal sealed partial class TestFrontEnd : IDisposable
 {
     /// <summary>Larger replies are treated as a broken back-end rather than allocated.</summary>
     public const int MaxReplyPayload = 1 << 20;

@@ -6,7 +6,7 @@ namespace Vhost.Testing.FrontEnd;
 /// The front-end as socket server, for back-ends in client mode (QEMU's "server" chardev option). Listen
 /// before starting the back-end, then <see cref="Accept"/>. Disposing closes the socket and unlinks the path.
 /// </summary>
-public sealed class TestFrontEndListener : IDisposable
+internal sealed class TestFrontEndListener : IDisposable
 {
     private readonly UnixSocket _listener;
 

@@ -5,7 +5,7 @@ using Vhost.Protocol;
 namespace Vhost.Testing.FrontEnd;
 
 /// <summary>The flags word of a vhost-user header.</summary>
-public static class VhostUserFlags
+internal static class VhostUserFlags
 {
     public const uint VersionMask = 0x3;
     public const uint Version = 0x1;
@@ -14,7 +14,7 @@ public static class VhostUserFlags
 }
 
 /// <summary>The 12-byte vhost-user header. Fields are raw so tests can put anything in them.</summary>
-public readonly record struct VhostUserHeader(uint Request, uint Flags, uint Size)
+internal readonly record struct VhostUserHeader(uint Request, uint Flags, uint Size)
 {
     public const int Length = 12;
 
@@ -55,7 +55,7 @@ public readonly record struct VhostUserHeader(uint Request, uint Flags, uint Siz
 /// A whole message as read from or written to the socket: header, payload and the fds that came with it.
 /// Disposing closes the received fds.
 /// </summary>
-public sealed class VhostUserMessage : IDisposable
+internal sealed class VhostUserMessage : IDisposable
 {
     public VhostUserMessage(VhostUserHeader header, byte[] payload, IReadOnlyList<SafeFd>? fds = null, bool fdsTruncated = false)
     {

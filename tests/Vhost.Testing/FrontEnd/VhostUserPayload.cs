@@ -5,19 +5,19 @@ using Vhost.Rings;
 namespace Vhost.Testing.FrontEnd;
 
 /// <summary>VHOST_USER_SET_VRING_ENABLE / GET_VRING_BASE / ... payload.</summary>
-public readonly record struct VringState(uint Index, uint Num);
+internal readonly record struct VringState(uint Index, uint Num);
 
 /// <summary>GET_CONFIG / SET_CONFIG payload.</summary>
-public sealed record ConfigPayload(uint Offset, uint Size, uint Flags, byte[] Data);
+internal sealed record ConfigPayload(uint Offset, uint Size, uint Flags, byte[] Data);
 
 /// <summary>GET_INFLIGHT_FD / SET_INFLIGHT_FD payload.</summary>
-public readonly record struct InflightPayload(ulong MmapSize, ulong MmapOffset, ushort NumQueues, ushort QueueSize);
+internal readonly record struct InflightPayload(ulong MmapSize, ulong MmapOffset, ushort NumQueues, ushort QueueSize);
 
 /// <summary>SET_LOG_BASE payload.</summary>
-public readonly record struct LogPayload(ulong MmapSize, ulong MmapOffset);
+internal readonly record struct LogPayload(ulong MmapSize, ulong MmapOffset);
 
 /// <summary>IOTLB_MSG payload (struct vhost_iotlb_msg).</summary>
-public readonly record struct IotlbPayload(ulong Iova, ulong Size, ulong UserAddr, byte Perm, byte Type)
+internal readonly record struct IotlbPayload(ulong Iova, ulong Size, ulong UserAddr, byte Perm, byte Type)
 {
     public const byte PermNone = 0, PermRead = 1, PermWrite = 2, PermReadWrite = 3;
     public const byte TypeMiss = 1, TypeUpdate = 2, TypeInvalidate = 3, TypeAccessFail = 4;
@@ -27,7 +27,7 @@ public readonly record struct IotlbPayload(ulong Iova, ulong Size, ulong UserAdd
 /// Builders and parsers for every front-end payload layout of the vhost-user spec. Sizes are those QEMU
 /// puts in the header: C structs with natural alignment, so IOTLB and inflight carry tail padding.
 /// </summary>
-public static class VhostUserPayload
+internal static class VhostUserPayload
 {
     public const int U64Size = 8;
     public const int VringStateSize = 8;

@@ -5,14 +5,14 @@ using Vhost.Testing.FrontEnd;
 namespace Vhost.Testing.Rings;
 
 /// <summary>One buffer of a chain as the driver describes it.</summary>
-public readonly record struct DriverBuffer(ulong Gpa, uint Length, bool Writable);
+internal readonly record struct DriverBuffer(ulong Gpa, uint Length, bool Writable);
 
 /// <summary>A used element as the driver reads it back.</summary>
-public readonly record struct UsedElement(ushort Id, uint Length);
+internal readonly record struct UsedElement(ushort Id, uint Length);
 
 /// <summary>The guest driver's side of a virtqueue, for tests: adds chains, reads used elements, and can
 /// write anything at all into the ring for hostile tests.</summary>
-public abstract class DriverRing
+internal abstract class DriverRing
 {
     protected DriverRing(QueueSetup queue, FrontEndMemory memory)
     {
@@ -82,7 +82,7 @@ public abstract class DriverRing
 }
 
 /// <summary>Split ring driver: descriptors handed out from a free list, heads published in the avail ring.</summary>
-public sealed class DriverSplitRing : DriverRing
+internal sealed class DriverSplitRing : DriverRing
 {
     private readonly Stack<ushort> _free = new();
     private readonly Dictionary<ushort, ushort[]> _inUse = [];
@@ -176,7 +176,7 @@ public sealed class DriverSplitRing : DriverRing
 }
 
 /// <summary>Packed ring driver: chains in consecutive slots, availability in the flags' wrap bits.</summary>
-public sealed class DriverPackedRing : DriverRing
+internal sealed class DriverPackedRing : DriverRing
 {
     private const ushort AvailBit = 1 << 7;
     private const ushort UsedBit = 1 << 15;

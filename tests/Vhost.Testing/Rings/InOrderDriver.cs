@@ -7,7 +7,7 @@ namespace Vhost.Testing.Rings;
 /// A minimal in-order virtio driver for one queue: descriptor i always points at buffer i, so offering a
 /// burst is a few stores (as in DPDK's in-order virtio PMD) and the benchmark measures the back-end.
 /// </summary>
-public sealed class InOrderDriver
+internal sealed class InOrderDriver
 {
     private const ushort Next = 1, Write = 2, AvailBit = 1 << 7, UsedBit = 1 << 15;
     private readonly QueueSetup _q;

@@ -52,17 +52,17 @@ public sealed class VringTests
 
     /// <summary>A pipe or a socket as a kick, call or err fd could stall the reactor (a full pipe blocks a write): only eventfds.</summary>
     [Theory]
-    [InlineData(VhostUserRequest.SetVringKick)]
-    [InlineData(VhostUserRequest.SetVringCall)]
-    [InlineData(VhostUserRequest.SetVringErr)]
-    public void VringFdThatIsNotAnEventFd(VhostUserRequest request) =>
+    [InlineData((uint)VhostUserRequest.SetVringKick)]
+    [InlineData((uint)VhostUserRequest.SetVringCall)]
+    [InlineData((uint)VhostUserRequest.SetVringErr)]
+    public void VringFdThatIsNotAnEventFd(uint request) =>
         Case("the fd is not an eventfd", false, (_, fe, _) =>
         {
             var (r, w) = Vhost.Interop.FileDescriptors.Pipe();
             using (r)
             using (w)
             {
-                Scene.AssertNack(request switch
+                Scene.AssertNack((VhostUserRequest)request switch
                 {
                     VhostUserRequest.SetVringKick => fe.SetVringKick(0, r, needReply: true),
                     VhostUserRequest.SetVringCall => fe.SetVringCall(0, w, needReply: true),
@@ -147,14 +147,14 @@ public sealed class VringTests
         });
 
     [Theory]
-    [InlineData(VhostUserRequest.SetVringNum)]
-    [InlineData(VhostUserRequest.SetVringBase)]
-    [InlineData(VhostUserRequest.GetVringBase)]
-    [InlineData(VhostUserRequest.SetVringEnable)]
-    public void QueueIndexThatDoesNotExist(VhostUserRequest request) =>
+    [InlineData((uint)VhostUserRequest.SetVringNum)]
+    [InlineData((uint)VhostUserRequest.SetVringBase)]
+    [InlineData((uint)VhostUserRequest.GetVringBase)]
+    [InlineData((uint)VhostUserRequest.SetVringEnable)]
+    public void QueueIndexThatDoesNotExist(uint request) =>
         Case("queue index 7 out of range (this device has 2)", false, (_, fe, _) =>
         {
-            fe.Send(request, VhostUserPayload.VringState(7, 1));
+            fe.Send((VhostUserRequest)request, VhostUserPayload.VringState(7, 1));
             Scene.AssertClosed(fe);
         });
 
