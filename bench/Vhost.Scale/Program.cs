@@ -18,7 +18,7 @@ using Vhost.Testing.Rings;
 //                                             (default 4096) AES-128-CBC requests, 32 in flight, fed by the test driver
 //                                             on another thread; prints requests and MB/s per second and the median,
 //                                             and MB per CPU second of the event threads (what openssl speed reports)
-// TOOL is the vhost command (e.g. artifacts/vhost/vhost); "{sockets}" in its arguments becomes --socket PATH for each socket.
+// TOOL is the vhost command (e.g. artifacts/vhost/Vhost.Cli); "{sockets}" in its arguments becomes --socket PATH for each socket.
 
 internal static class Scale
 {
