@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/artifacts/iommu-rate; mkdir -p "$out"
 dotnet build "$root/src/Vhost.Cli" -c Release -o "$out/vhost" -v q --nologo >/dev/null || exit 1
 dotnet build "$root/bench/Vhost.Scale" -c Release -o "$out/driver" -v q --nologo >/dev/null || exit 1
-tool=$(ls "$out"/vhost/Vhost.Cli.dll "$out"/vhost/vhost.dll 2>/dev/null | head -1)
+tool=$out/vhost/Vhost.Cli.dll
 command -v dpdk-testpmd >/dev/null || { echo "iommu-rate: dpdk-testpmd missing (apt-get install dpdk-dev)" >&2; exit 1; }
 drive() { taskset -c 0 dotnet "$out/driver/Vhost.Scale.dll" rate "$1" "$secs" $2 2>&1 | grep '^rate'; }
 wait_sock() { for _ in $(seq 100); do [[ -S $1 ]] && return; sleep 0.1; done; }
